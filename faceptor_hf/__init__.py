@@ -1,0 +1,34 @@
+"""faceptor-hf: Faceptor (ECCV 2024) face perception for the Hugging Face stack.
+
+Importing the package registers ``faceptor`` with ``AutoConfig``, ``AutoModel`` and ``AutoImageProcessor``.
+"""
+
+from transformers import AutoConfig, AutoImageProcessor, AutoModel
+
+from .configuration_faceptor import OFFICIAL_TASKS, FaceptorConfig, make_task
+from .image_processing_faceptor import FaceptorImageProcessor
+from .modeling_faceptor import FaceptorModel, FaceptorOutput, FaceptorPreTrainedModel, heatmap_centroids
+
+__version__ = "0.1.0"
+
+AutoConfig.register("faceptor", FaceptorConfig, exist_ok=True)
+AutoModel.register(FaceptorConfig, FaceptorModel, exist_ok=True)
+AutoImageProcessor.register(
+    FaceptorConfig, image_processor_classes={"pil": FaceptorImageProcessor, "torchvision": FaceptorImageProcessor},
+    exist_ok=True,
+)
+# Saved folders carry their own code so they load with trust_remote_code=True where this package is absent.
+FaceptorConfig.register_for_auto_class()
+FaceptorModel.register_for_auto_class("AutoModel")
+FaceptorImageProcessor.register_for_auto_class("AutoImageProcessor")
+
+__all__ = [
+    "FaceptorConfig",
+    "FaceptorImageProcessor",
+    "FaceptorModel",
+    "FaceptorOutput",
+    "FaceptorPreTrainedModel",
+    "OFFICIAL_TASKS",
+    "heatmap_centroids",
+    "make_task",
+]

@@ -1,0 +1,286 @@
+"""Configuration of Faceptor: the FaRL ViT-B/16 encoder, the task decoder and the task list.
+
+The task list is ordered and every task carries its own type, query count, input-size group and label map, so a
+new task is a config change. The presets reproduce the three released official models.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from transformers import PretrainedConfig
+
+
+# Task types of the official code (the prefix of every official task name) and how each is read out.
+#   embedding: pooled last encoder layer -> face-recognition embedding (no decoder queries)
+#   value:     one logit per decoder query (age bins, attributes, expression classes)
+#   map:       one 4x-upsampled map per decoder query (parsing classes, landmark heatmaps)
+TASK_TYPE_READOUT = {
+    "recog": "embedding",
+    "age": "value",
+    "biattr": "value",
+    "affect": "value",
+    "parsing": "map",
+    "align": "map",
+}
+# Input-size group of each task type: identity/attribute tasks see 112x112 crops, dense tasks 512x512 crops.
+TASK_TYPE_INPUT_SIZE = {"recog": 112, "age": 112, "biattr": 112, "affect": 112, "parsing": 512, "align": 512}
+
+EXPRESSION_LABELS = ["neutral", "happy", "sad", "surprise", "fear", "disgust", "anger"]
+AGE_LABELS = [str(age) for age in range(101)]
+CELEBA_ATTRIBUTES = [
+    "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald", "Bangs", "Big_Lips", "Big_Nose",
+    "Black_Hair", "Blond_Hair", "Blurry", "Brown_Hair", "Bushy_Eyebrows", "Chubby", "Double_Chin", "Eyeglasses",
+    "Goatee", "Gray_Hair", "Heavy_Makeup", "High_Cheekbones", "Male", "Mouth_Slightly_Open", "Mustache",
+    "Narrow_Eyes", "No_Beard", "Oval_Face", "Pale_Skin", "Pointy_Nose", "Receding_Hairline", "Rosy_Cheeks",
+    "Sideburns", "Smiling", "Straight_Hair", "Wavy_Hair", "Wearing_Earrings", "Wearing_Hat", "Wearing_Lipstick",
+    "Wearing_Necklace", "Wearing_Necktie", "Young",
+]
+CELEBAMASK_HQ_LABELS = [
+    "background", "neck", "skin", "cloth", "right_ear", "left_ear", "right_brow", "left_brow", "right_eye",
+    "left_eye", "nose", "inner_mouth", "lower_lip", "upper_lip", "hair", "eyeglasses", "hat", "earring", "necklace",
+]
+LAPA_LABELS = [
+    "background", "skin", "left_eyebrow", "right_eyebrow", "left_eye", "right_eye", "nose", "upper_lip",
+    "inner_mouth", "lower_lip", "hair",
+]
+
+
+def _landmark_labels(count: int) -> list[str]:
+    return [f"point_{index}" for index in range(count)]
+
+
+# The 13 official tasks in the official (YAML) order, with their label maps.
+OFFICIAL_TASKS = {
+    "recog_ms1mv3": {"type": "recog", "embedding_size": 512},
+    "age_morph2": {"type": "age", "labels": AGE_LABELS},
+    "age_utkface": {"type": "age", "labels": AGE_LABELS},
+    "biattr_celeba": {"type": "biattr", "labels": CELEBA_ATTRIBUTES},
+    "affect_affectnet": {"type": "affect", "labels": EXPRESSION_LABELS},
+    "affect_rafdb": {"type": "affect", "labels": EXPRESSION_LABELS},
+    "affect_ferplus": {"type": "affect", "labels": EXPRESSION_LABELS},
+    "parsing_celebam": {"type": "parsing", "labels": CELEBAMASK_HQ_LABELS},
+    "parsing_lapa": {"type": "parsing", "labels": LAPA_LABELS},
+    "align_300w": {"type": "align", "labels": _landmark_labels(68)},
+    "align_cofw": {"type": "align", "labels": _landmark_labels(29)},
+    "align_wflw": {"type": "align", "labels": _landmark_labels(98)},
+    "align_aflw": {"type": "align", "labels": _landmark_labels(19)},
+}
+FACEPTOR_BASE_TASKS = [
+    "recog_ms1mv3", "age_morph2", "biattr_celeba", "affect_affectnet", "affect_rafdb", "parsing_celebam", "align_300w",
+]
+FACEPTOR_FULL_TASKS = list(OFFICIAL_TASKS)
+LAYER_ATTENTION_LEVELS = [1, 3, 5, 7, 9]
+
+
+def task_type_of(name: str) -> str:
+    """Official naming rule: the task type is the prefix before the first underscore."""
+    return name.split("_", 1)[0]
+
+
+def make_task(name: str, type: str | None = None, num_queries: int | None = None,
+              labels: list[str] | None = None, input_size: int | None = None, readout: str | None = None,
+              embedding_size: int | None = None) -> dict:
+    """Build one task entry; missing fields come from the official task of that name or from its type.
+
+    A task dict has: ``name``, ``type``, ``readout`` (``embedding``/``value``/``map``), ``input_size`` (112 or 512),
+    ``num_queries`` (decoder queries = outputs; 0 for embeddings), ``labels`` (one name per output) and, for
+    embeddings, ``embedding_size``.
+    """
+    official = OFFICIAL_TASKS.get(name, {})
+    task_type = type or official.get("type") or task_type_of(name)
+    readout = readout or TASK_TYPE_READOUT.get(task_type)
+    if readout is None:
+        raise ValueError(
+            f"task {name!r}: unknown task type {task_type!r}; give readout='embedding'|'value'|'map' explicitly"
+        )
+    input_size = input_size or TASK_TYPE_INPUT_SIZE.get(task_type) or (512 if readout == "map" else 112)
+    task = {"name": name, "type": task_type, "readout": readout, "input_size": int(input_size)}
+    if readout == "embedding":
+        task["num_queries"] = 0
+        task["embedding_size"] = int(embedding_size or official.get("embedding_size", 512))
+        task["labels"] = []
+        return task
+    if labels is None and num_queries is not None and official.get("labels") is not None:
+        if len(official["labels"]) == num_queries:
+            labels = official["labels"]
+    if labels is None and num_queries is None:
+        labels = official.get("labels")
+    if labels is None:
+        if num_queries is None:
+            raise ValueError(f"task {name!r}: give num_queries or labels")
+        labels = _landmark_labels(num_queries) if task_type == "align" else [f"{task_type}_{i}" for i in range(num_queries)]
+    if num_queries is not None and num_queries != len(labels):
+        raise ValueError(f"task {name!r}: num_queries={num_queries} but {len(labels)} labels")
+    task["num_queries"] = len(labels)
+    task["labels"] = list(labels)
+    return task
+
+
+class FaceptorConfig(PretrainedConfig):
+    r"""Configuration of [`FaceptorModel`].
+
+    Args:
+        tasks (`list[dict | str]`): ordered task list; a string is an official task name, a dict is passed to
+            [`make_task`]. Defaults to the 7 tasks of Faceptor-Base.
+        head_type (`str`): ``"faceptor"`` (shared transformer decoder with task queries) or ``"naive"`` (the
+            paper's Naive Faceptor: one standardized head per task type).
+        hidden_size, num_hidden_layers, num_attention_heads, intermediate_size, patch_size, layer_norm_eps,
+        drop_path_rate: FaRL/CLIP ViT encoder (ViT-B/16: 768, 12, 12, 3072, 16, 1e-5, 0.2).
+        position_grid_size (`int`): side of the stored position table (32 -> 1 + 32*32 rows); it is resized
+            bicubically to the actual token grid.
+        decoder_hidden_size, decoder_num_layers, decoder_num_attention_heads, decoder_ffn_dim,
+        decoder_layer_norm_eps: post-norm query decoder (256, 9, 8, 2048, 1e-5).
+        decoder_levels (`list[int]`): encoder layers (0-based block index) the decoder reads; the official stage 1
+            reads only the last block (11). The first entry feeds the map head's pixel path.
+        layer_attention_levels (`list[int]`): extra encoder layers with their own projections and layer-aware
+            embeddings (Layer-Attention, stage 2: ``[1, 3, 5, 7, 9]``); empty for stage 1.
+        recognition_layer (`int`): encoder layer pooled by the recognition head.
+        recognition_batch_norm_eps, map_norm_eps: head epsilons (2e-5, 1e-6).
+        naive_value_levels, naive_value_hidden_size, naive_value_reduction: Naive value heads (layers [5, 7, 9, 11],
+            512 channels, channel-gate reduction 16).
+        naive_dense_levels, naive_dense_channels, naive_pool_scales: Naive UPerNet heads (layers [3, 5, 7, 11],
+            512 channels, pyramid pooling scales (1, 2, 3, 6)).
+        initializer_range (`float`): std of the truncated-normal init of encoder weights.
+    """
+
+    model_type = "faceptor"
+
+    def __init__(
+        self,
+        tasks=None,
+        head_type="faceptor",
+        hidden_size=768,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        intermediate_size=3072,
+        patch_size=16,
+        num_channels=3,
+        position_grid_size=32,
+        layer_norm_eps=1e-5,
+        drop_path_rate=0.2,
+        decoder_hidden_size=256,
+        decoder_num_layers=9,
+        decoder_num_attention_heads=8,
+        decoder_ffn_dim=2048,
+        decoder_layer_norm_eps=1e-5,
+        decoder_levels=None,
+        layer_attention_levels=None,
+        recognition_layer=None,
+        recognition_batch_norm_eps=2e-5,
+        map_norm_eps=1e-6,
+        naive_value_levels=None,
+        naive_value_hidden_size=512,
+        naive_value_reduction=16,
+        naive_dense_levels=None,
+        naive_dense_channels=512,
+        naive_pool_scales=None,
+        initializer_range=0.02,
+        **kwargs,
+    ):
+        last = num_hidden_layers - 1
+        self.head_type = head_type
+        self.hidden_size = hidden_size
+        self.num_hidden_layers = num_hidden_layers
+        self.num_attention_heads = num_attention_heads
+        self.intermediate_size = intermediate_size
+        self.patch_size = patch_size
+        self.num_channels = num_channels
+        self.position_grid_size = position_grid_size
+        self.layer_norm_eps = layer_norm_eps
+        self.drop_path_rate = drop_path_rate
+        self.decoder_hidden_size = decoder_hidden_size
+        self.decoder_num_layers = decoder_num_layers
+        self.decoder_num_attention_heads = decoder_num_attention_heads
+        self.decoder_ffn_dim = decoder_ffn_dim
+        self.decoder_layer_norm_eps = decoder_layer_norm_eps
+        self.decoder_levels = list(decoder_levels) if decoder_levels is not None else [last]
+        self.layer_attention_levels = list(layer_attention_levels) if layer_attention_levels is not None else []
+        self.recognition_layer = recognition_layer if recognition_layer is not None else last
+        self.recognition_batch_norm_eps = recognition_batch_norm_eps
+        self.map_norm_eps = map_norm_eps
+        self.naive_value_levels = list(naive_value_levels) if naive_value_levels is not None else [5, 7, 9, 11]
+        self.naive_value_hidden_size = naive_value_hidden_size
+        self.naive_value_reduction = naive_value_reduction
+        self.naive_dense_levels = list(naive_dense_levels) if naive_dense_levels is not None else [3, 5, 7, 11]
+        self.naive_dense_channels = naive_dense_channels
+        self.naive_pool_scales = list(naive_pool_scales) if naive_pool_scales is not None else [1, 2, 3, 6]
+        self.initializer_range = initializer_range
+        tasks = FACEPTOR_BASE_TASKS if tasks is None else tasks
+        self.tasks = [make_task(t) if isinstance(t, str) else make_task(**t) for t in tasks]
+        super().__init__(**kwargs)
+        self.validate()
+
+    def validate(self):
+        """Raise ``ValueError`` naming the first inconsistent field."""
+        if self.head_type not in ("faceptor", "naive"):
+            raise ValueError(f"head_type must be 'faceptor' or 'naive', got {self.head_type!r}")
+        names = [t["name"] for t in self.tasks]
+        if not names:
+            raise ValueError("tasks is empty: a Faceptor model needs at least one task")
+        if len(set(names)) != len(names):
+            raise ValueError(f"task names must be unique, got {names}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError("hidden_size must be divisible by num_attention_heads")
+        if self.decoder_hidden_size % self.decoder_num_attention_heads:
+            raise ValueError("decoder_hidden_size must be divisible by decoder_num_attention_heads")
+        if self.decoder_hidden_size % 4:
+            raise ValueError("decoder_hidden_size must be divisible by 4 (2-D sine position code)")
+        layers = self.decoder_levels + self.layer_attention_levels + [self.recognition_layer]
+        if self.head_type == "naive":
+            layers = layers + self.naive_value_levels + self.naive_dense_levels
+        bad = [level for level in layers if not 0 <= level < self.num_hidden_layers]
+        if bad:
+            raise ValueError(f"encoder levels {bad} are outside 0..{self.num_hidden_layers - 1}")
+        if self.head_type == "naive":
+            if len(self.naive_value_levels) != 4 or len(self.naive_dense_levels) != 4:
+                raise ValueError("the Naive heads read exactly 4 encoder levels each")
+            if self.naive_value_hidden_size % 4:
+                raise ValueError("naive_value_hidden_size must be divisible by 4 (one quarter per level)")
+        for task in self.tasks:
+            if task["readout"] not in ("embedding", "value", "map"):
+                raise ValueError(f"task {task['name']!r}: unknown readout {task['readout']!r}")
+            if task["readout"] != "embedding" and task["num_queries"] < 1:
+                raise ValueError(f"task {task['name']!r}: needs at least one query")
+
+    # ---- convenient views of the task list -------------------------------------------------------------------
+    @property
+    def task_names(self) -> list[str]:
+        return [t["name"] for t in self.tasks]
+
+    def get_task(self, name: str) -> dict:
+        for task in self.tasks:
+            if task["name"] == name:
+                return task
+        raise KeyError(f"unknown task {name!r}; this model has {self.task_names}")
+
+    @property
+    def id2label_by_task(self) -> dict[str, dict[int, str]]:
+        return {t["name"]: dict(enumerate(t["labels"])) for t in self.tasks}
+
+    def to_dict(self):
+        output = super().to_dict()
+        output["tasks"] = copy.deepcopy(self.tasks)
+        return output
+
+    # ---- presets ----------------------------------------------------------------------------------------------
+    @classmethod
+    def faceptor_base(cls, **kwargs) -> "FaceptorConfig":
+        """Faceptor-Base: 7 tasks, stage 1 (103.2M parameters)."""
+        return cls(tasks=FACEPTOR_BASE_TASKS, **kwargs)
+
+    @classmethod
+    def faceptor_full(cls, stage: int = 1, **kwargs) -> "FaceptorConfig":
+        """Faceptor-Full: 13 tasks; ``stage=2`` adds Layer-Attention over layers 1, 3, 5, 7, 9."""
+        if stage not in (1, 2):
+            raise ValueError(f"stage must be 1 or 2, got {stage}")
+        levels = LAYER_ATTENTION_LEVELS if stage == 2 else []
+        return cls(tasks=FACEPTOR_FULL_TASKS, layer_attention_levels=levels, **kwargs)
+
+    @classmethod
+    def naive_faceptor(cls, **kwargs) -> "FaceptorConfig":
+        """Naive Faceptor: shared encoder + standardized per-type heads (178.9M parameters)."""
+        return cls(tasks=FACEPTOR_BASE_TASKS, head_type="naive", **kwargs)
+
+
+__all__ = ["FaceptorConfig", "make_task", "OFFICIAL_TASKS"]

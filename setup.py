@@ -1,0 +1,38 @@
+"""faceptor-hf: the Hugging Face-native home of Faceptor (ECCV 2024) face perception."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+here = Path(__file__).parent
+
+setup(
+    name="faceptor-hf",
+    version="0.1.0",
+    description="Faceptor generalist face perception (landmarks, parsing, age, expression, attributes, "
+    "recognition) for transformers",
+    long_description=(here / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=find_packages(include=["faceptor_hf", "faceptor_hf.*"]),
+    # Ranges are the ones tested in CI (torch 2.13 CPU, transformers 5.24, hub 2.4, safetensors 0.8, pillow 13).
+    install_requires=[
+        "torch>=2.4,<2.15",
+        "transformers>=5.20,<6",
+        "huggingface_hub>=1.31,<3",
+        "safetensors>=0.4,<1",
+        "pillow>=10,<14",
+        "numpy>=1.26,<3",
+    ],
+    extras_require={
+        "train": ["accelerate>=1.10,<2", "datasets>=4,<6"],
+        "dev": ["pytest>=8,<10", "accelerate>=1.10,<2", "datasets>=4,<6"],
+    },
+    entry_points={"console_scripts": ["faceptor-hf=faceptor_hf.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "License :: OSI Approved :: MIT License",
+        "Topic :: Scientific/Engineering :: Image Recognition",
+    ],
+)

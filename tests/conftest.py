@@ -1,0 +1,49 @@
+"""Shared helpers: tiny configurations that keep every test on CPU and fast."""
+
+import pytest
+import torch
+
+from faceptor_hf import FaceptorConfig
+
+TINY_ENCODER = dict(
+    hidden_size=24, num_hidden_layers=4, num_attention_heads=2, intermediate_size=48, patch_size=16,
+    position_grid_size=8, drop_path_rate=0.1, recognition_layer=3, decoder_levels=[3],
+)
+TINY_DECODER = dict(decoder_hidden_size=16, decoder_num_layers=2, decoder_num_attention_heads=2, decoder_ffn_dim=32)
+TINY_TASKS = [
+    {"name": "recog_ms1mv3", "embedding_size": 8},
+    {"name": "age_tiny", "type": "age", "num_queries": 6},
+    "biattr_celeba",
+    "affect_affectnet",
+    {"name": "parsing_tiny", "type": "parsing", "num_queries": 3},
+    {"name": "align_tiny", "type": "align", "num_queries": 4},
+]
+
+
+def tiny_config(head_type="faceptor", layer_attention=False, **overrides) -> FaceptorConfig:
+    kwargs = dict(TINY_ENCODER, **TINY_DECODER, tasks=TINY_TASKS, head_type=head_type)
+    if layer_attention:
+        kwargs["layer_attention_levels"] = [0, 1, 2]
+    if head_type == "naive":
+        kwargs.update(naive_value_levels=[0, 1, 2, 3], naive_dense_levels=[0, 1, 2, 3], naive_value_hidden_size=32,
+                      naive_dense_channels=8)
+    kwargs.update(overrides)
+    return FaceptorConfig(**kwargs)
+
+
+VARIANTS = {
+    "faceptor": dict(head_type="faceptor"),
+    "layer_attention": dict(head_type="faceptor", layer_attention=True),
+    "naive": dict(head_type="naive"),
+}
+
+
+@pytest.fixture(params=list(VARIANTS))
+def variant_config(request):
+    return tiny_config(**VARIANTS[request.param])
+
+
+def tiny_inputs(batch=2, seed=0, dense_size=64):
+    generator = torch.Generator().manual_seed(seed)
+    return (torch.randn(batch, 3, 112, 112, generator=generator),
+            torch.randn(batch, 3, dense_size, dense_size, generator=generator))

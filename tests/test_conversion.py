@@ -1,0 +1,159 @@
+"""Golden parity with the official code and the converter's error paths.
+
+``fixtures/golden/*/checkpoint_rank0_iter_50000.pth.tar`` are tiny official-format checkpoints written by the
+official Faceptor classes (random weights, perturbed BatchNorm statistics; see fixtures/golden/README.md) and
+``expected.safetensors`` holds the official raw head outputs for ``inputs.safetensors``.
+"""
+
+import json
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoImageProcessor, AutoModel
+
+from faceptor_hf import FaceptorImageProcessor, FaceptorModel
+from faceptor_hf.convert_faceptor_original_to_hf import ConversionError, convert_checkpoint
+
+GOLDEN = Path(__file__).parent / "fixtures" / "golden"
+CLIP_MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073])[:, None, None]
+CLIP_STD = torch.tensor([0.26862954, 0.26130258, 0.27577711])[:, None, None]
+VARIANTS = {"faceptor_stage1": "stage 1", "faceptor_stage2": "stage 2", "naive": "Naive Faceptor"}
+
+
+def golden_inputs():
+    raw = load_file(GOLDEN / "inputs.safetensors")
+    small = (raw["pixel_values_uint8"].float() / 255 - 0.5) / 0.5
+    dense = (raw["dense_pixel_values_uint8"].float() / 255 - CLIP_MEAN) / CLIP_STD
+    return small, dense
+
+
+def convert_golden(name, output_dir=None):
+    meta = json.loads((GOLDEN / name / "meta.json").read_text())
+    return convert_checkpoint(str(GOLDEN / name / "checkpoint_rank0_iter_50000.pth.tar"), output_dir,
+                              meta["config_overrides"])
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_golden_parity_with_official_code(name):
+    model, variant = convert_golden(name)
+    assert VARIANTS[name] in variant
+    expected = load_file(GOLDEN / name / "expected.safetensors")
+    small, dense = golden_inputs()
+    with torch.no_grad():
+        out = model(pixel_values=small, dense_pixel_values=dense)
+    checked = 0
+    for key, reference in expected.items():
+        task, _, field = key.partition(".")
+        ours = out.landmarks[task] if field == "landmarks" else out.task_logits[task]
+        assert ours.shape == reference.shape, key
+        relative = ((ours - reference).abs().max() / reference.abs().max()).item()
+        assert relative <= 1e-4, f"{key}: relative max-abs difference {relative:.2e}"
+        checked += 1
+    assert checked == len(model.config.tasks) + 1  # every task plus the decoded landmarks
+
+
+def test_batchnorm_running_statistics_are_used():
+    model, _ = convert_golden("faceptor_stage1")
+    head = model.recognition_heads["recog_ms1mv3"]
+    assert head.batch_norm1.num_batches_tracked.item() == 1234  # the fixture's marker value
+    assert not torch.allclose(head.batch_norm1.running_var, torch.ones_like(head.batch_norm1.running_var))
+
+
+def test_converted_folder_loads_with_auto_classes(tmp_path):
+    convert_golden("faceptor_stage2", str(tmp_path))
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {"config.json", "model.safetensors", "preprocessor_config.json", "modeling_faceptor.py"} <= names
+    model = AutoModel.from_pretrained(tmp_path)
+    processor = AutoImageProcessor.from_pretrained(tmp_path)
+    assert isinstance(model, FaceptorModel) and isinstance(processor, FaceptorImageProcessor)
+    assert model.config.layer_attention_levels == [1, 3, 5, 7, 9]
+    assert processor.image_mean == [0.5] * 3 and processor.dense_image_std == [0.26862954, 0.26130258, 0.27577711]
+    expected = load_file(GOLDEN / "faceptor_stage2" / "expected.safetensors")
+    small, dense = golden_inputs()
+    with torch.no_grad():
+        out = model(pixel_values=small, dense_pixel_values=dense)
+    torch.testing.assert_close(out.task_logits["age_tiny"], expected["age_tiny"], atol=1e-4, rtol=1e-4)
+
+
+def test_command_line_conversion(tmp_path):
+    meta = json.loads((GOLDEN / "naive" / "meta.json").read_text())
+    result = subprocess.run(
+        [sys.executable, "-m", "faceptor_hf.cli", "convert", "--checkpoint",
+         str(GOLDEN / "naive" / "checkpoint_rank0_iter_50000.pth.tar"), "--output", str(tmp_path / "out"),
+         "--config-overrides", json.dumps(meta["config_overrides"])],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Naive Faceptor" in result.stdout
+    assert (tmp_path / "out" / "model.safetensors").exists()
+
+
+def _write(path, obj):
+    torch.save(obj, path)
+    return str(path)
+
+
+def test_error_missing_and_empty_files(tmp_path):
+    with pytest.raises(ConversionError, match="no such file"):
+        convert_checkpoint(str(tmp_path / "absent.pth.tar"))
+    (tmp_path / "empty.pth.tar").write_bytes(b"")
+    with pytest.raises(ConversionError, match="empty"):
+        convert_checkpoint(str(tmp_path / "empty.pth.tar"))
+
+
+def test_error_truncated_checkpoint(tmp_path):
+    data = (GOLDEN / "faceptor_stage1" / "checkpoint_rank0_iter_50000.pth.tar").read_bytes()
+    (tmp_path / "cut.pth.tar").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ConversionError, match="cannot be read as a PyTorch checkpoint"):
+        convert_checkpoint(str(tmp_path / "cut.pth.tar"))
+
+
+def test_error_not_a_checkpoint(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello, this is not a checkpoint")
+    with pytest.raises(ConversionError, match="cannot be read"):
+        convert_checkpoint(str(tmp_path / "notes.txt"))
+
+
+class _Executable:
+    def __reduce__(self):
+        return (print, ("pickled code must never run",))
+
+
+def test_error_unsafe_pickle_is_refused(tmp_path):
+    path = tmp_path / "evil.pth.tar"
+    with open(path, "wb") as handle:
+        pickle.dump({"state_dict": _Executable()}, handle)
+    with pytest.raises(ConversionError, match="cannot be read"):
+        convert_checkpoint(str(path))
+
+
+def test_error_foreign_checkpoint(tmp_path):
+    path = _write(tmp_path / "resnet.pth", {"state_dict": {"conv1.weight": torch.zeros(4, 3, 3, 3)}})
+    with pytest.raises(ConversionError, match="foreign checkpoint"):
+        convert_checkpoint(path)
+    path = _write(tmp_path / "list.pth", [1, 2, 3])
+    with pytest.raises(ConversionError, match="expected a dict"):
+        convert_checkpoint(path)
+
+
+def test_error_incomplete_or_altered_checkpoint(tmp_path):
+    source = torch.load(GOLDEN / "faceptor_stage1" / "checkpoint_rank0_iter_50000.pth.tar", weights_only=True)
+    state = dict(source["state_dict"])
+    state.pop("module.heads_module.decoder.transformer_ffn_layers.1.linear2.weight")
+    with pytest.raises(ConversionError, match=r"incomplete.*decoder\.layers\.1\.fc2\.weight"):
+        convert_checkpoint(_write(tmp_path / "missing.pth", {"state_dict": state}), None,
+                           {"num_attention_heads": 2, "decoder_num_attention_heads": 2})
+    state = dict(source["state_dict"])
+    state["module.heads_module.decoder.extra_thing.weight"] = torch.zeros(3)
+    with pytest.raises(ConversionError, match="unexpected key"):
+        convert_checkpoint(_write(tmp_path / "extra.pth", {"state_dict": state}), None,
+                           {"num_attention_heads": 2, "decoder_num_attention_heads": 2})
+    state = dict(source["state_dict"])
+    state["module.heads_module.interpreters.value.fc.weight"] = torch.zeros(1, 5)
+    with pytest.raises(ConversionError, match="value_head.fc.weight has shape"):
+        convert_checkpoint(_write(tmp_path / "shape.pth", {"state_dict": state}), None,
+                           {"num_attention_heads": 2, "decoder_num_attention_heads": 2})

@@ -1,0 +1,266 @@
+"""Model tester on tiny configs: contract, round trips, determinism, batch independence, gradients, fast paths."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModel
+
+from conftest import tiny_config, tiny_inputs
+from faceptor_hf import FaceptorConfig, FaceptorModel, heatmap_centroids
+
+torch.set_num_threads(2)
+
+
+def build(config, seed=0):
+    torch.manual_seed(seed)
+    return FaceptorModel(config).eval()
+
+
+def assert_outputs_close(a, b, atol=1e-5):
+    assert a.task_logits.keys() == b.task_logits.keys()
+    for name in a.task_logits:
+        torch.testing.assert_close(a.task_logits[name], b.task_logits[name], atol=atol, rtol=1e-4, msg=name)
+
+
+def test_output_contract(variant_config):
+    model = build(variant_config)
+    x112, x512 = tiny_inputs(dense_size=64)
+    with torch.no_grad():
+        out = model(pixel_values=x112, dense_pixel_values=x512)
+    assert list(out.task_logits) == variant_config.task_names
+    shapes = {name: tuple(v.shape) for name, v in out.task_logits.items()}
+    assert shapes == {
+        "recog_ms1mv3": (2, 8), "age_tiny": (2, 6), "biattr_celeba": (2, 40), "affect_affectnet": (2, 7),
+        "parsing_tiny": (2, 3, 16, 16), "align_tiny": (2, 4, 16, 16),
+    }
+    assert out.landmarks["align_tiny"].shape == (2, 4, 2)
+    assert out.task_logits is out["task_logits"]  # the dict is not unpacked into top-level keys
+    for value in out.task_logits.values():
+        assert torch.isfinite(value).all()
+
+
+def test_inputs_select_tasks(variant_config):
+    model = build(variant_config)
+    x112, x512 = tiny_inputs()
+    with torch.no_grad():
+        only_small = model(pixel_values=x112)
+        only_dense = model(dense_pixel_values=x512)
+        picked = model(pixel_values=x112, dense_pixel_values=x512, tasks=["align_tiny", "age_tiny"])
+    assert list(only_small.task_logits) == ["recog_ms1mv3", "age_tiny", "biattr_celeba", "affect_affectnet"]
+    assert list(only_dense.task_logits) == ["parsing_tiny", "align_tiny"]
+    assert list(picked.task_logits) == ["align_tiny", "age_tiny"]
+    torch.testing.assert_close(picked.task_logits["age_tiny"], only_small.task_logits["age_tiny"], atol=1e-5, rtol=1e-4)
+
+
+def test_one_decoder_pass_equals_per_task_passes(variant_config):
+    model = build(variant_config)
+    x112, x512 = tiny_inputs()
+    with torch.no_grad():
+        joint = model(pixel_values=x112, dense_pixel_values=x512)
+        for name in variant_config.task_names:
+            alone = model(pixel_values=x112, dense_pixel_values=x512, tasks=[name]).task_logits[name]
+            torch.testing.assert_close(alone, joint.task_logits[name], atol=2e-5, rtol=1e-4, msg=name)
+
+
+def test_batch_independence(variant_config):
+    model = build(variant_config)
+    x112, x512 = tiny_inputs(batch=3)
+    with torch.no_grad():
+        batched = model(pixel_values=x112, dense_pixel_values=x512)
+        single = model(pixel_values=x112[1:2], dense_pixel_values=x512[1:2])
+    for name, value in single.task_logits.items():
+        torch.testing.assert_close(value[0], batched.task_logits[name][1], atol=2e-5, rtol=1e-4, msg=name)
+
+
+def test_deterministic(variant_config):
+    model = build(variant_config)
+    x112, x512 = tiny_inputs()
+    with torch.no_grad():
+        assert_outputs_close(model(pixel_values=x112, dense_pixel_values=x512),
+                             model(pixel_values=x112, dense_pixel_values=x512), atol=0)
+
+
+def test_gradients_reach_every_parameter(variant_config):
+    model = build(variant_config).train()
+    x112, x512 = tiny_inputs(batch=3)
+    out = model(pixel_values=x112, dense_pixel_values=x512)
+    loss = sum(value.float().pow(2).mean() for value in out.task_logits.values())
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum())]
+    assert missing == []
+
+
+def test_gradient_checkpointing_matches(variant_config):
+    torch.manual_seed(0)
+    config = tiny_config(**{"head_type": variant_config.head_type,
+                            "layer_attention": bool(variant_config.layer_attention_levels)}, drop_path_rate=0.0)
+    model = build(config).train()
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout | torch.nn.Dropout2d):
+            module.p = 0.0
+    x112, x512 = tiny_inputs()
+
+    def grads():
+        model.zero_grad()
+        out = model(pixel_values=x112, dense_pixel_values=x512)
+        sum(v.pow(2).mean() for v in out.task_logits.values()).backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    plain = grads()
+    (getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable)()
+    checkpointed = grads()
+    for name in plain:
+        torch.testing.assert_close(checkpointed[name], plain[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_save_load_round_trip(tmp_path, variant_config):
+    model = build(variant_config)
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").exists()
+    assert (tmp_path / "modeling_faceptor.py").exists() and (tmp_path / "configuration_faceptor.py").exists()
+    config = AutoConfig.from_pretrained(tmp_path)
+    assert isinstance(config, FaceptorConfig) and config.tasks == variant_config.tasks
+    loaded = AutoModel.from_pretrained(tmp_path)
+    assert isinstance(loaded, FaceptorModel) and not loaded.training
+    x112, x512 = tiny_inputs()
+    with torch.no_grad():
+        assert_outputs_close(model(pixel_values=x112, dense_pixel_values=x512),
+                             loaded(pixel_values=x112, dense_pixel_values=x512), atol=0)
+
+
+def test_remote_code_load_without_package(tmp_path):
+    model = build(tiny_config(layer_attention=True))
+    folder = tmp_path / "model"
+    model.save_pretrained(folder)
+    x112, x512 = tiny_inputs()
+    with torch.no_grad():
+        expected = model(pixel_values=x112, dense_pixel_values=x512).task_logits
+    torch.save({"x112": x112, "x512": x512, "expected": expected}, tmp_path / "io.pt")
+    script = textwrap.dedent(f"""
+        import sys
+        sys.modules["faceptor_hf"] = None  # the package must not be importable
+        import torch
+        from transformers import AutoModel
+        torch.set_num_threads(2)
+        model = AutoModel.from_pretrained({str(folder)!r}, trust_remote_code=True).eval()
+        assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+        io = torch.load({str(tmp_path / 'io.pt')!r})
+        with torch.no_grad():
+            out = model(pixel_values=io["x112"], dense_pixel_values=io["x512"]).task_logits
+        for name, value in io["expected"].items():
+            torch.testing.assert_close(out[name], value, atol=1e-6, rtol=1e-5, msg=name)
+        print("REMOTE-OK")
+    """)
+    env = dict(os.environ, HF_HOME=str(tmp_path / "hf_home"), HF_HUB_OFFLINE="1", PYTHONPATH="")
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert "REMOTE-OK" in result.stdout, result.stderr[-3000:]
+
+
+@pytest.mark.parametrize("implementation", ["eager", "sdpa"])
+def test_attention_implementations_agree(implementation):
+    config = tiny_config()
+    reference = build(config)
+    other_config = tiny_config()
+    other_config._attn_implementation = implementation
+    other = build(other_config)
+    other.load_state_dict(reference.state_dict())
+    x112, x512 = tiny_inputs()
+    with torch.no_grad():
+        assert_outputs_close(reference(pixel_values=x112, dense_pixel_values=x512),
+                             other(pixel_values=x112, dense_pixel_values=x512), atol=2e-5)
+
+
+def test_bfloat16_forward_is_dtype_clean(variant_config):
+    model = build(variant_config).to(torch.bfloat16)
+    x112, x512 = tiny_inputs()
+    with torch.no_grad():
+        out = model(pixel_values=x112, dense_pixel_values=x512)
+        reference = build(variant_config)(pixel_values=x112, dense_pixel_values=x512)
+    for name, value in out.task_logits.items():
+        assert value.dtype == torch.bfloat16 and torch.isfinite(value.float()).all()
+        scale = reference.task_logits[name].abs().max().item() + 1e-3
+        assert (value.float() - reference.task_logits[name]).abs().max().item() < 0.1 * scale, name
+
+
+def test_inference_caches_follow_weight_updates():
+    model = build(tiny_config())
+    x112, x512 = tiny_inputs()
+    with torch.no_grad():
+        before = model(dense_pixel_values=x512).task_logits["parsing_tiny"]
+        model.decoder.level_embeddings.add_(0.5)
+        model.encoder.embeddings.position_embedding.mul_(1.5)
+        after = model(dense_pixel_values=x512).task_logits["parsing_tiny"]
+    model2 = build(tiny_config())
+    model2.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        fresh = model2(dense_pixel_values=x512).task_logits["parsing_tiny"]
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(after, fresh, atol=0, rtol=0)
+
+
+def test_heatmap_centroids_official_decoding():
+    logits = torch.full((1, 1, 8, 8), -30.0)
+    logits[0, 0, 2, 5] = 30.0  # a single confident pixel at row 2, column 5
+    point = heatmap_centroids(logits)[0, 0]
+    torch.testing.assert_close(point, torch.tensor([(5 + 0.5) / 8, (2 + 0.5) / 8]))
+    flat = heatmap_centroids(torch.zeros(1, 1, 8, 8))[0, 0]  # uniform map -> centre of the crop
+    torch.testing.assert_close(flat, torch.tensor([0.5, 0.5]))
+
+
+def test_preset_parameter_counts():
+    expected = {  # the paper's counts minus the 394,752 unused ln_post/proj parameters we do not keep
+        "base": 103_200_001 - 394_752, "naive": 178_911_058 - 394_752,
+        "full1": 103_335_681 - 394_752, "full2": 104_321_281 - 394_752,
+    }
+    configs = {"base": FaceptorConfig.faceptor_base(), "naive": FaceptorConfig.naive_faceptor(),
+               "full1": FaceptorConfig.faceptor_full(), "full2": FaceptorConfig.faceptor_full(stage=2)}
+    for name, config in configs.items():
+        with torch.device("meta"):
+            model = FaceptorModel(config)
+        assert sum(p.numel() for p in model.parameters()) == expected[name], name
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(pixel_values=torch.randn(2, 112, 112)), "must have shape"),
+        (dict(pixel_values=torch.randn(2, 1, 112, 112)), "must have shape"),
+        (dict(pixel_values=torch.randn(2, 3, 100, 100)), "multiples of the patch size"),
+        (dict(pixel_values=torch.randn(0, 3, 112, 112)), "multiples of the patch size"),
+        (dict(pixel_values=torch.zeros(1, 3, 112, 112, dtype=torch.uint8)), "floating-point"),
+        (dict(pixel_values=[[1.0]]), "torch.Tensor"),
+        (dict(), "give pixel_values"),
+        (dict(pixel_values=torch.randn(1, 3, 112, 112), tasks=["parsing_tiny"]), "dense_pixel_values"),
+        (dict(pixel_values=torch.randn(1, 3, 112, 112), tasks=["nope"]), "unknown task"),
+    ],
+)
+def test_bad_inputs_name_the_problem(kwargs, message):
+    model = build(tiny_config())
+    with pytest.raises((ValueError, TypeError, KeyError), match=message):
+        model(**kwargs)
+
+
+def test_config_rejects_inconsistent_fields():
+    with pytest.raises(ValueError, match="head_type"):
+        tiny_config(head_type="other")
+    with pytest.raises(ValueError, match="outside"):
+        tiny_config(decoder_levels=[7])
+    with pytest.raises(ValueError, match="unique"):
+        tiny_config(tasks=["age_morph2", "age_morph2"])
+    with pytest.raises(ValueError, match="unknown task type"):
+        tiny_config(tasks=[{"name": "pose_biwi", "num_queries": 3}])
+
+
+def test_new_task_is_a_config_change():
+    tasks = [{"name": "pose_biwi", "type": "pose", "readout": "value", "input_size": 112,
+              "labels": ["yaw", "pitch", "roll"]}, "affect_rafdb"]
+    model = build(tiny_config(tasks=tasks))
+    with torch.no_grad():
+        out = model(pixel_values=tiny_inputs()[0])
+    assert out.task_logits["pose_biwi"].shape == (2, 3)
+    assert model.config.id2label_by_task["pose_biwi"] == {0: "yaw", 1: "pitch", 2: "roll"}
