@@ -4,10 +4,13 @@ Importing the package registers ``faceptor`` with ``AutoConfig``, ``AutoModel`` 
 """
 
 from transformers import AutoConfig, AutoImageProcessor, AutoModel
+from transformers.pipelines import PIPELINE_REGISTRY
 
 from .configuration_faceptor import OFFICIAL_TASKS, FaceptorConfig, make_task
 from .image_processing_faceptor import FaceptorImageProcessor
-from .modeling_faceptor import FaceptorModel, FaceptorOutput, FaceptorPreTrainedModel, heatmap_centroids
+from .landmark_decoding import heatmap_centroids
+from .modeling_faceptor import FaceptorModel, FaceptorOutput, FaceptorPreTrainedModel
+from .pipeline_face_analysis import FaceAnalysisError, FaceAnalysisPipeline
 
 __version__ = "0.1.0"
 
@@ -21,8 +24,12 @@ AutoImageProcessor.register(
 FaceptorConfig.register_for_auto_class()
 FaceptorModel.register_for_auto_class("AutoModel")
 FaceptorImageProcessor.register_for_auto_class("AutoImageProcessor")
+PIPELINE_REGISTRY.register_pipeline("face-analysis", pipeline_class=FaceAnalysisPipeline, pt_model=AutoModel,
+                                    type="image")
 
 __all__ = [
+    "FaceAnalysisError",
+    "FaceAnalysisPipeline",
     "FaceptorConfig",
     "FaceptorImageProcessor",
     "FaceptorModel",

@@ -1,83 +1,86 @@
-"""Image processor for Faceptor: turns face crops into the two model inputs with per-group normalisation.
+"""Image processor for Faceptor: aligns every face twice and maps predictions back to the image.
 
-The released weights were trained with two different normalisations (see the model card):
-112-px tasks read x/255 mapped to [-1, 1]; 512-px tasks read x/255 normalised with CLIP mean/std.
-This processor takes face crops that are already aligned (the aligned-face datasets' convention) and resizes them
-with PIL bilinear resampling, as the official test transforms do.
+* 112 branch (recognition, age, attributes, expression): 5-point similarity onto the ArcFace 112x112 template,
+  pixels x/255 mapped to [-1, 1].
+* 512 branch (parsing, landmarks): 5-point similarity onto FaRL's template (the FaRL/facer convention the dense
+  heads were trained with), shrunk by ``dense_face_scale`` about the centre, pixels x/255 with CLIP mean/std.
+  The default 0.9 lies inside the scale ranges both dense training sets saw (landmarks 0.7-0.9, parsing ~1.0).
+
+Faces come as 5 keypoints (preferred; e.g. from a detector), as boxes (a square crop around the box), or not at
+all (the whole image is taken as an already aligned face crop). Warps are batched ``grid_sample`` calls on the
+requested device, with pixel-index coordinates (pixel centres at integers) throughout.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
-import PIL.Image
 import torch
+import torch.nn.functional as F
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.image_processing_utils import BaseImageProcessor
+
+from .face_alignment import (
+    arcface_template,
+    box_crop_matrix,
+    compose,
+    crop_footprint,
+    farl_template,
+    invert_affine,
+    rescale_source_matrix,
+    resize_matrix,
+    similarity_transform,
+    transform_points,
+    unwarp_map,
+    warp_faces,
+)
+from .image_loading import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
+from .landmark_decoding import heatmap_centroids
 
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
 
-def to_rgb_array(image, index: int = 0) -> np.ndarray:
-    """Any supported image -> (H, W, 3) float32 RGB in [0, 1].
+class FaceInputError(ValueError):
+    """Face boxes or keypoints that cannot be used; the message names the image and face."""
 
-    Accepts PIL images of any mode (grayscale, RGBA, palette, CMYK, 16-bit), numpy arrays (HW, HWC or CHW; uint8,
-    uint16 or float in [0, 1]) and torch tensors of the same layouts. Raises ``ValueError`` naming the image.
-    """
-    if isinstance(image, PIL.Image.Image):
-        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-            array = np.asarray(image, dtype=np.float32) / (65535.0 if image.mode.startswith("I;16") else max(
-                1.0, float(np.asarray(image).max())))
-            return np.repeat(np.clip(array, 0, 1)[..., None], 3, axis=-1)
-        if image.mode in ("RGBA", "LA", "P", "PA"):
-            image = image.convert("RGBA")
-            background = PIL.Image.new("RGBA", image.size, (0, 0, 0, 255))
-            image = PIL.Image.alpha_composite(background, image)
-        return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-    if isinstance(image, torch.Tensor):
-        image = image.detach().cpu().numpy()
-    if not isinstance(image, np.ndarray):
-        raise TypeError(f"image {index}: unsupported type {type(image).__name__}; give PIL, numpy or torch images")
-    array = image
-    if array.ndim == 2:
-        array = array[..., None]
-    if array.ndim != 3:
-        raise ValueError(f"image {index}: expected 2-D or 3-D pixels, got shape {image.shape}")
-    if array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
-        array = array.transpose(1, 2, 0)
-    if array.shape[-1] not in (1, 3, 4):
-        raise ValueError(f"image {index}: expected 1, 3 or 4 channels, got shape {image.shape}")
-    if array.dtype == np.uint8:
-        array = array.astype(np.float32) / 255.0
-    elif array.dtype == np.uint16:
-        array = array.astype(np.float32) / 65535.0
-    else:
-        array = array.astype(np.float32)
-        if not np.isfinite(array).all():
-            raise ValueError(f"image {index}: contains NaN or infinite values")
-        if array.min() < 0 or array.max() > 1:
-            raise ValueError(f"image {index}: float pixels must lie in [0, 1], got [{array.min()}, {array.max()}]")
-    if array.shape[-1] == 1:
-        array = np.repeat(array, 3, axis=-1)
-    if array.shape[-1] == 4:
-        array = array[..., :3] * array[..., 3:]
-    return array
+
+def _as_faces(value, name: str, index: int, width: int, shape: tuple) -> torch.Tensor | None:
+    if value is None:
+        return None
+    tensor = torch.as_tensor(np.asarray(value, dtype=np.float64) if not isinstance(value, torch.Tensor) else value,
+                             dtype=torch.float64)
+    if tensor.numel() == 0:
+        return tensor.reshape((0,) + shape)
+    if tensor.shape == shape:
+        tensor = tensor[None]
+    if tensor.shape[1:] != shape:
+        raise FaceInputError(f"image {index}: {name} must have shape (faces, {', '.join(map(str, shape))}), "
+                             f"got {tuple(tensor.shape)}")
+    if not torch.isfinite(tensor).all():
+        raise FaceInputError(f"image {index}: {name} contain NaN or infinite values")
+    return tensor
 
 
 class FaceptorImageProcessor(BaseImageProcessor):
-    r"""Prepares aligned face crops for [`FaceptorModel`].
+    r"""Aligns faces for [`FaceptorModel`] and decodes its outputs in image coordinates.
 
     Args:
-        size (`dict`): output of the identity/attribute branch, ``{"height": 112, "width": 112}``.
-        dense_size (`dict`): output of the dense branch, ``{"height": 512, "width": 512}``.
-        image_mean, image_std: normalisation of the 112 branch (0.5, 0.5 -> [-1, 1]).
-        dense_image_mean, dense_image_std: normalisation of the dense branch (CLIP statistics).
+        size, dense_size (`dict`): crop sizes of the two branches (112 and 512).
+        image_mean, image_std / dense_image_mean, dense_image_std: per-branch normalisation.
+        dense_face_scale (`float`): face size in the dense crop relative to FaRL's template.
+        box_face_scale (`float`): face size relative to the crop when only a box is known.
+        max_image_size (`int`): images whose longer side exceeds this are processed at that size (results are
+            still reported in original pixels).
+        max_pixels (`int`): larger images are refused before decoding.
     """
 
     model_input_names = ["pixel_values", "dense_pixel_values"]
 
     def __init__(self, size=None, dense_size=None, image_mean=None, image_std=None, dense_image_mean=None,
-                 dense_image_std=None, **kwargs):
+                 dense_image_std=None, dense_face_scale=0.9, box_face_scale=0.8, max_image_size=4096,
+                 max_pixels=DEFAULT_MAX_PIXELS, **kwargs):
         super().__init__(**kwargs)
         self.size = size or {"height": 112, "width": 112}
         self.dense_size = dense_size or {"height": 512, "width": 512}
@@ -85,43 +88,240 @@ class FaceptorImageProcessor(BaseImageProcessor):
         self.image_std = list(image_std or [0.5, 0.5, 0.5])
         self.dense_image_mean = list(dense_image_mean or CLIP_MEAN)
         self.dense_image_std = list(dense_image_std or CLIP_STD)
+        self.dense_face_scale = dense_face_scale
+        self.box_face_scale = box_face_scale
+        self.max_image_size = max_image_size
+        self.max_pixels = max_pixels
+
+    # ---- geometry ----------------------------------------------------------------------------------------------
+    def face_matrices(self, height: int, width: int, keypoints: torch.Tensor | None, boxes: torch.Tensor | None):
+        """(F, 2, 3) image->112 crop and image->dense crop matrices for one image (original pixels)."""
+        small = (self.size["height"], self.size["width"])
+        dense = (self.dense_size["height"], self.dense_size["width"])
+        if keypoints is not None and len(keypoints):
+            m112 = similarity_transform(keypoints, arcface_template(small[0]))
+            m512 = similarity_transform(keypoints, farl_template(dense[0], self.dense_face_scale))
+        elif boxes is not None and len(boxes):
+            m112 = box_crop_matrix(boxes, small[0], self.box_face_scale)
+            m512 = box_crop_matrix(boxes, dense[0], self.box_face_scale)
+        elif keypoints is not None or boxes is not None:  # explicitly no faces
+            empty = torch.zeros(0, 2, 3, dtype=torch.float64)
+            return empty, empty
+        else:
+            m112 = resize_matrix(height, width, *small)[None]
+            m512 = resize_matrix(height, width, *dense)[None]
+        return m112, m512
 
     @staticmethod
-    def _resize_normalise(array: np.ndarray, size: dict, mean, std) -> torch.Tensor:
-        height, width = size["height"], size["width"]
-        if array.shape[:2] != (height, width):
-            channels = [PIL.Image.fromarray(array[..., c], mode="F").resize((width, height), PIL.Image.BILINEAR)
-                        for c in range(3)]
-            array = np.stack([np.asarray(c, dtype=np.float32) for c in channels], axis=-1)
-        tensor = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
-        mean = torch.tensor(mean, dtype=torch.float32)[:, None, None]
-        std = torch.tensor(std, dtype=torch.float32)[:, None, None]
-        return (tensor - mean) / std
+    def _normalise(crops: torch.Tensor, mean, std) -> torch.Tensor:
+        mean = torch.tensor(mean, dtype=crops.dtype, device=crops.device)[:, None, None]
+        std = torch.tensor(std, dtype=crops.dtype, device=crops.device)[:, None, None]
+        return (crops - mean) / std
 
-    def preprocess(self, images, return_pixel_values: bool = True, return_dense_pixel_values: bool = True,
-                   return_tensors="pt", **kwargs) -> BatchFeature:
-        """images: one aligned face crop or a list of them -> BatchFeature with ``pixel_values`` (B, 3, 112, 112)
-        and ``dense_pixel_values`` (B, 3, 512, 512), float32."""
-        if not isinstance(images, (list, tuple)):
-            images = [images]
+    # ---- preprocessing -----------------------------------------------------------------------------------------
+    def load(self, images) -> list[torch.Tensor]:
+        """Decode every image to (3, H, W) float in [0, 1]; raises ``ImageLoadError`` naming the bad one."""
+        return [load_image(image, index, self.max_pixels) for index, image in enumerate(images)]
+
+    def preprocess(self, images, face_keypoints=None, face_boxes=None, return_pixel_values: bool = True,
+                   return_dense_pixel_values: bool = True, device=None, return_tensors="pt", **kwargs) -> BatchFeature:
+        """Align the faces of one image or a list of images.
+
+        Args:
+            images: path, bytes, PIL image, numpy array or torch tensor, or a list of them.
+            face_keypoints: per image, (faces, 5, 2) XY points (left eye, right eye, nose, left/right mouth
+                corner as seen in the image) or None.
+            face_boxes: per image, (faces, 4) x1, y1, x2, y2 or None. Used where keypoints are missing.
+            device: where to warp (e.g. the model's device).
+
+        Returns:
+            BatchFeature with ``pixel_values`` (F, 3, 112, 112), ``dense_pixel_values`` (F, 3, 512, 512),
+            ``affine_matrices`` / ``dense_affine_matrices`` (F, 2, 3) float64 image->crop, ``image_indices`` (F,),
+            ``original_sizes`` (N, 2) as (height, width), ``face_boxes`` (F, 4), ``face_keypoints`` (F, 5, 2).
+        """
+        single = not isinstance(images, (list, tuple))
+        images = [images] if single else list(images)
         if not images:
-            raise ValueError("no images given")
-        small, dense = [], []
-        for index, image in enumerate(images):
-            array = to_rgb_array(image, index)
-            if min(array.shape[:2]) < 1:
-                raise ValueError(f"image {index}: empty image of shape {array.shape}")
+            raise ImageLoadError("no images given")
+        keypoints = [face_keypoints] if single and face_keypoints is not None else face_keypoints
+        boxes = [face_boxes] if single and face_boxes is not None else face_boxes
+        for name, value in (("face_keypoints", keypoints), ("face_boxes", boxes)):
+            if value is not None and len(value) != len(images):
+                raise FaceInputError(f"{name} has {len(value)} entries for {len(images)} images")
+        pixels = self.load(images)
+        device = torch.device(device) if device is not None else torch.device("cpu")
+        small_size = (self.size["height"], self.size["width"])
+        dense_size = (self.dense_size["height"], self.dense_size["width"])
+        out = {key: [] for key in ("pixel_values", "dense_pixel_values", "affine_matrices", "dense_affine_matrices",
+                                   "image_indices", "face_boxes", "face_keypoints")}
+        sizes = []
+        for index, image in enumerate(pixels):
+            height, width = image.shape[-2:]
+            sizes.append((height, width))
+            kp = _as_faces(keypoints[index] if keypoints is not None else None, "face_keypoints", index, 5, (5, 2))
+            bx = _as_faces(boxes[index] if boxes is not None else None, "face_boxes", index, 4, (4,))
+            if kp is not None and bx is not None and len(kp) != len(bx):
+                raise FaceInputError(f"image {index}: {len(kp)} keypoint sets but {len(bx)} boxes")
+            if bx is not None and len(bx):
+                self._check_boxes(bx, index, height, width)
+            m112, m512 = self.face_matrices(height, width, kp, bx)
+            faces = m112.shape[0]
+            if faces == 0:
+                continue
+            work, factor = self._working_image(image.to(device))
             if return_pixel_values:
-                small.append(self._resize_normalise(array, self.size, self.image_mean, self.image_std))
+                crops = warp_faces(work, rescale_source_matrix(m112, factor).to(device), small_size)
+                out["pixel_values"].append(self._normalise(crops, self.image_mean, self.image_std))
             if return_dense_pixel_values:
-                dense.append(self._resize_normalise(array, self.dense_size, self.dense_image_mean,
-                                                    self.dense_image_std))
+                crops = warp_faces(work, rescale_source_matrix(m512, factor).to(device), dense_size)
+                out["dense_pixel_values"].append(self._normalise(crops, self.dense_image_mean, self.dense_image_std))
+            out["affine_matrices"].append(m112)
+            out["dense_affine_matrices"].append(m512)
+            out["image_indices"].append(torch.full((faces,), index, dtype=torch.long))
+            if bx is None or not len(bx):
+                corners = torch.tensor([[-0.5, -0.5], [small_size[1] - 0.5, small_size[0] - 0.5]], dtype=torch.float64)
+                bx = transform_points(invert_affine(m112), corners.expand(faces, 2, 2)).reshape(faces, 4)
+            if kp is None or not len(kp):
+                kp = transform_points(invert_affine(m112), arcface_template(small_size[0]).expand(faces, 5, 2))
+            out["face_boxes"].append(bx.float())
+            out["face_keypoints"].append(kp.float())
         data = {}
-        if small:
-            data["pixel_values"] = torch.stack(small)
-        if dense:
-            data["dense_pixel_values"] = torch.stack(dense)
-        return BatchFeature(data=data, tensor_type=return_tensors)
+        empty = {"pixel_values": (0, 3) + small_size, "dense_pixel_values": (0, 3) + dense_size,
+                 "affine_matrices": (0, 2, 3), "dense_affine_matrices": (0, 2, 3), "image_indices": (0,),
+                 "face_boxes": (0, 4), "face_keypoints": (0, 5, 2)}
+        for key, parts in out.items():
+            if key == "pixel_values" and not return_pixel_values:
+                continue
+            if key == "dense_pixel_values" and not return_dense_pixel_values:
+                continue
+            data[key] = torch.cat(parts) if parts else torch.zeros(empty[key], dtype=torch.long
+                                                                    if key == "image_indices" else torch.float32)
+        data["original_sizes"] = torch.tensor(sizes, dtype=torch.long)
+        return BatchFeature(data=data, tensor_type=None)
+
+    def _working_image(self, image: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """Very large images are resampled to ``max_image_size``; returns the image and original px per pixel."""
+        height, width = image.shape[-2:]
+        longest = max(height, width)
+        if longest <= self.max_image_size:
+            return image, 1.0
+        factor = longest / self.max_image_size
+        size = (max(1, round(height / factor)), max(1, round(width / factor)))
+        resized = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
+        return resized, width / size[1]
+
+    @staticmethod
+    def _check_boxes(boxes: torch.Tensor, index: int, height: int, width: int):
+        for face, (x1, y1, x2, y2) in enumerate(boxes.tolist()):
+            if x2 <= x1 or y2 <= y1:
+                raise FaceInputError(f"image {index}, face {face}: box {[x1, y1, x2, y2]} has no area (x2 <= x1 or "
+                                     "y2 <= y1)")
+            if x2 <= 0 or y2 <= 0 or x1 >= width or y1 >= height:
+                raise FaceInputError(f"image {index}, face {face}: box {[x1, y1, x2, y2]} lies outside the "
+                                     f"{width}x{height} image")
+
+    # ---- post-processing ---------------------------------------------------------------------------------------
+    def post_process_face_analysis(self, outputs, inputs, tasks: list[dict], mask_format: str = "list",
+                                   num_images: int | None = None) -> list[list[dict]]:
+        """Decode raw model outputs into per-image lists of faces, in original image pixels.
+
+        Args:
+            outputs: [`FaceptorOutput`] of the faces in ``inputs``.
+            inputs: the BatchFeature this processor returned (matrices, image indices, sizes, boxes, keypoints).
+            tasks: the model config's task dicts (``model.config.tasks``).
+            mask_format: parsing masks as ``"list"`` (nested lists, JSON-ready), ``"numpy"`` (uint8 array) or
+                ``"rle"`` ({"size": [H, W], "counts": [...]} runs of (value, length) in row-major order).
+
+        Per face: ``box``, ``keypoints`` and ``tasks``: recognition -> ``embedding`` (L2-normalised); age ->
+        ``age`` (expectation over sigmoid-normalised bins); attributes -> name: probability; expression ->
+        ``label`` and ``scores``; landmarks -> ``points`` (N x 2); parsing -> ``mask`` + ``labels``.
+        """
+        logits = outputs.task_logits
+        indices = inputs["image_indices"].tolist()
+        sizes = inputs["original_sizes"].tolist()
+        count = num_images if num_images is not None else len(sizes)
+        results: list[list[dict]] = [[] for _ in range(count)]
+        by_name = {t["name"]: t for t in tasks}
+        decoded = {name: self._decode_task(by_name[name], value, inputs, sizes, indices, mask_format)
+                   for name, value in logits.items()}
+        for face, image_index in enumerate(indices):
+            entry = {
+                "box": [round(v, 2) for v in inputs["face_boxes"][face].tolist()],
+                "keypoints": [[round(x, 2), round(y, 2)] for x, y in inputs["face_keypoints"][face].tolist()],
+                "tasks": {name: values[face] for name, values in decoded.items()},
+            }
+            if "face_scores" in inputs:
+                entry["score"] = round(float(inputs["face_scores"][face]), 4)
+            results[image_index].append(entry)
+        return results
+
+    def _decode_task(self, task, value, inputs, sizes, indices, mask_format) -> list[dict]:
+        value = value.detach().float().cpu()
+        kind = task["type"]
+        labels = task.get("labels", [])
+        if task["readout"] == "embedding":
+            return [{"embedding": [round(v, 6) for v in row]} for row in F.normalize(value, dim=-1).tolist()]
+        if task["readout"] == "value":
+            if kind == "age":
+                weights = torch.sigmoid(value)
+                weights = weights / weights.sum(-1, keepdim=True)
+                ages = (weights * torch.arange(value.shape[-1], dtype=torch.float32)).sum(-1)
+                return [{"age": round(a, 2)} for a in ages.tolist()]
+            if kind == "biattr":
+                return [{"attributes": {n: round(p, 4) for n, p in zip(labels, row)}}
+                        for row in torch.sigmoid(value).tolist()]
+            if kind == "affect":
+                scores = value.softmax(-1)
+                return [{"label": labels[int(row.argmax())], "scores": {n: round(p, 4) for n, p in zip(labels, row.tolist())}}
+                        for row in scores]
+            return [{"logits": [round(v, 5) for v in row]} for row in value.tolist()]
+        dense = inputs["dense_affine_matrices"]
+        crop = (self.dense_size["height"], self.dense_size["width"])
+        if kind == "align":
+            normalised = heatmap_centroids(value).double()
+            crop_points = normalised * torch.tensor([crop[1], crop[0]], dtype=torch.float64) - 0.5
+            points = transform_points(invert_affine(dense), crop_points)
+            return [{"points": [[round(x, 2), round(y, 2)] for x, y in face]} for face in points.tolist()]
+        return [self._parsing_mask(value[face], dense[face], sizes[indices[face]], crop, labels, mask_format)
+                for face in range(value.shape[0])]
+
+    @staticmethod
+    def _parsing_mask(face_logits, matrix, image_size, crop, labels, mask_format) -> dict:
+        """Crop-space logits (C, h, w) -> image-size class mask: upsample to the crop size, warp back (bilinear, on
+        logits, as the official evaluation does), argmax; outside the crop is background (0)."""
+        height, width = image_size
+        mask = np.zeros((height, width), dtype=np.uint8)
+        region = crop_footprint(matrix, crop, (height, width))
+        if region is not None:
+            upsampled = F.interpolate(face_logits[None], size=crop, mode="bilinear", align_corners=False)[0]
+            x0, y0, x1, y1 = region
+            mask[y0:y1, x0:x1] = unwarp_map(upsampled, matrix, region).argmax(0).to(torch.uint8).numpy()
+        return {"mask": encode_mask(mask, mask_format), "labels": list(labels)}
 
 
-__all__ = ["FaceptorImageProcessor", "CLIP_MEAN", "CLIP_STD"]
+def encode_mask(mask: np.ndarray, mask_format: str):
+    if mask_format == "numpy":
+        return mask
+    if mask_format == "list":
+        return mask.tolist()
+    if mask_format == "rle":
+        flat = mask.reshape(-1)
+        change = np.flatnonzero(np.diff(flat)) + 1
+        starts = np.concatenate([[0], change])
+        lengths = np.diff(np.concatenate([starts, [flat.size]]))
+        return {"size": list(mask.shape), "counts": [[int(flat[s]), int(n)] for s, n in zip(starts, lengths)]}
+    raise ValueError(f"mask_format must be 'list', 'numpy' or 'rle', got {mask_format!r}")
+
+
+def decode_mask(encoded) -> np.ndarray:
+    """Inverse of ``encode_mask`` for any of its formats."""
+    if isinstance(encoded, np.ndarray):
+        return encoded
+    if isinstance(encoded, dict):
+        flat = np.concatenate([np.full(n, v, dtype=np.uint8) for v, n in encoded["counts"]]) if encoded["counts"] \
+            else np.zeros(0, dtype=np.uint8)
+        return flat.reshape(encoded["size"])
+    return np.asarray(encoded, dtype=np.uint8)
+
+
+__all__ = ["FaceptorImageProcessor", "FaceInputError", "CLIP_MEAN", "CLIP_STD", "encode_mask", "decode_mask"]

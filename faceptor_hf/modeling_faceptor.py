@@ -20,6 +20,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput
 
 from .configuration_faceptor import FaceptorConfig
+from .landmark_decoding import heatmap_centroids
 
 
 @dataclass
@@ -340,7 +341,7 @@ class FaceptorQueryDecoder(nn.Module):
         hit = self._cache.get(key)
         if hit is not None:
             return hit
-        owner = torch.repeat_interleave(torch.arange(len(sizes), device=device), torch.tensor(sizes, device=device))
+        owner = torch.cat([torch.full((size,), task, device=device) for task, size in enumerate(sizes)])
         blocked = owner[:, None] != owner[None, :]
         mask = torch.zeros(blocked.shape, dtype=dtype, device=device).masked_fill(blocked, torch.finfo(dtype).min)
         mask = mask[None, None]
@@ -437,20 +438,6 @@ class FaceptorMapHead(nn.Module):
             if index < len(self.query_mlp) - 1:
                 queries = F.relu(queries)
         return torch.einsum("bqc,bchw->bqhw", queries, pixel_features)
-
-
-def heatmap_centroids(heatmap_logits: torch.Tensor) -> torch.Tensor:
-    """(B, N, h, w) logits -> (B, N, 2) XY in [0, 1]: centroid of the sigmoid map over the whole map (official
-    decoding; background weight included), then (c + 0.5) / size."""
-    exact = heatmap_logits.dtype in (torch.float32, torch.float64)
-    weights = torch.sigmoid(heatmap_logits if exact else heatmap_logits.float())
-    height, width = weights.shape[-2:]
-    ys = torch.arange(height, dtype=weights.dtype, device=weights.device)
-    xs = torch.arange(width, dtype=weights.dtype, device=weights.device)
-    total = weights.sum((2, 3)).clamp(min=1e-6)
-    x = (weights.sum(2) * xs).sum(-1) / total
-    y = (weights.sum(3) * ys).sum(-1) / total
-    return torch.stack([(x + 0.5) / width, (y + 0.5) / height], dim=-1)
 
 
 # ---------------------------------------------------------------------------------------------------------------

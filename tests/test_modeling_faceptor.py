@@ -264,3 +264,12 @@ def test_new_task_is_a_config_change():
         out = model(pixel_values=tiny_inputs()[0])
     assert out.task_logits["pose_biwi"].shape == (2, 3)
     assert model.config.id2label_by_task["pose_biwi"] == {0: "yaw", 1: "pitch", 2: "roll"}
+
+
+def test_torch_compile_full_graph(variant_config):
+    model = build(variant_config)
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    x112, x512 = tiny_inputs()
+    with torch.no_grad():
+        assert_outputs_close(compiled(pixel_values=x112, dense_pixel_values=x512),
+                             model(pixel_values=x112, dense_pixel_values=x512), atol=1e-5)

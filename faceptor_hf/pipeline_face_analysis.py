@@ -1,0 +1,204 @@
+"""``pipeline("face-analysis")``: detect, align, analyse and decode every face of one or many photos.
+
+    pipe = pipeline("face-analysis", model="path/to/faceptor", device=0, dtype=torch.bfloat16)
+    faces = pipe("photo.jpg")                     # list of faces (JSON-serialisable dicts)
+    per_image = pipe(["a.jpg", "b.png"], batch_size=64)
+
+Faces of all given images share model batches of ``batch_size`` faces. Each face: ``box`` [x1, y1, x2, y2],
+``score``, ``keypoints`` (5 x 2) in image pixels and ``tasks`` (task name -> decoded result, see
+``FaceptorImageProcessor.post_process_face_analysis``).
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+from transformers import Pipeline
+
+from .face_detection import RetinaFaceDetector
+from .image_loading import ImageLoadError, load_image
+from .image_processing_faceptor import FaceInputError
+
+
+class FaceAnalysisError(ValueError):
+    """One input could not be analysed; ``index`` and ``source`` say which."""
+
+    def __init__(self, message: str, index: int | None = None, source: str | None = None):
+        super().__init__(message)
+        self.index, self.source = index, source
+
+
+def _source_name(image, index: int) -> str:
+    return str(image) if isinstance(image, (str, os.PathLike)) else f"image {index}"
+
+
+class FaceAnalysisPipeline(Pipeline):
+    """Multi-task face analysis with Faceptor. See the module docstring for the output format.
+
+    Call options: ``tasks`` (names to run; default all), ``min_face_size`` (pixels, shorter box side),
+    ``max_faces`` (per image, highest detection scores first), ``face_keypoints`` / ``face_boxes`` (per image;
+    skip detection), ``detector`` (any callable, see ``faceptor_hf.face_detection``), ``score_threshold``,
+    ``mask_format`` ("list", "rle" or "numpy"), ``batch_size`` (faces per model call), ``num_workers`` (decoding
+    threads), ``on_error`` ("raise", or "return" to get ``{"error": ...}`` for a failing image and keep the rest).
+    """
+
+    _load_image_processor = True
+    _load_tokenizer = False
+    _load_feature_extractor = False
+    _load_processor = False
+    _load_video_processor = False
+
+    def __init__(self, *args, detector=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._detector = detector
+
+    def _sanitize_parameters(self, **kwargs):
+        return {}, {}, kwargs
+
+    # Pipeline's per-item hooks are used by the single-image path of __call__ below.
+    def preprocess(self, inputs, **kwargs):
+        return inputs
+
+    def _forward(self, model_inputs, **kwargs):
+        return model_inputs
+
+    def postprocess(self, model_outputs, **kwargs):
+        return model_outputs
+
+    @property
+    def detector(self):
+        if self._detector is None:
+            self._detector = RetinaFaceDetector(device=self.device)
+        return self._detector
+
+    def __call__(self, inputs, batch_size: int = 32, tasks=None, min_face_size: float = 0.0,
+                 max_faces: int | None = None, face_keypoints=None, face_boxes=None, detector=None,
+                 score_threshold: float | None = None, mask_format: str = "list", num_workers: int = 4,
+                 on_error: str = "raise", **kwargs):
+        if on_error not in ("raise", "return"):
+            raise ValueError("on_error must be 'raise' or 'return'")
+        single = not isinstance(inputs, (list, tuple))
+        images = [inputs] if single else list(inputs)
+        keypoints = [face_keypoints] if single and face_keypoints is not None else face_keypoints
+        boxes = [face_boxes] if single and face_boxes is not None else face_boxes
+        results = self.analyse(images, batch_size, tasks, min_face_size, max_faces, keypoints, boxes,
+                               detector, score_threshold, mask_format, num_workers, on_error)
+        return results[0] if single else results
+
+    # ---- stages ------------------------------------------------------------------------------------------------
+    def load_images(self, images, num_workers: int):
+        """Decode in background threads; returns tensors or the exception per image."""
+        processor = self.image_processor
+
+        def load(item):
+            index, image = item
+            try:
+                return load_image(image, index, processor.max_pixels)
+            except ImageLoadError as error:
+                return FaceAnalysisError(str(error), index, _source_name(image, index))
+
+        if len(images) == 1 or num_workers <= 1:
+            return [load(item) for item in enumerate(images)]
+        with ThreadPoolExecutor(max_workers=num_workers) as pool:
+            return list(pool.map(load, enumerate(images)))
+
+    def detect(self, pixels, detector, score_threshold, min_face_size, max_faces):
+        """Per image (keypoints (F, 5, 2), boxes (F, 4), scores (F,)) after size and count filters."""
+        detector = detector or self.detector
+        if score_threshold is not None and hasattr(detector, "score_threshold"):
+            detector.score_threshold = score_threshold
+        detections = detector(pixels) if pixels else []
+        out = []
+        for found in detections:
+            boxes = torch.as_tensor(found["boxes"], dtype=torch.float32).reshape(-1, 4)
+            keypoints = torch.as_tensor(found["keypoints"], dtype=torch.float32).reshape(-1, 5, 2)
+            scores = torch.as_tensor(found.get("scores", torch.ones(len(boxes))), dtype=torch.float32).reshape(-1)
+            sides = torch.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+            keep = (sides >= min_face_size).nonzero().flatten()
+            keep = keep[scores[keep].argsort(descending=True)]
+            if max_faces is not None:
+                keep = keep[:max_faces]
+            out.append((keypoints[keep], boxes[keep], scores[keep]))
+        return out
+
+    def analyse(self, images, batch_size, tasks, min_face_size, max_faces, keypoints, boxes, detector,
+                score_threshold, mask_format, num_workers, on_error):
+        processor, model = self.image_processor, self.model
+        for name, value in (("face_keypoints", keypoints), ("face_boxes", boxes)):
+            if value is not None and len(value) != len(images):
+                raise FaceAnalysisError(f"{name} has {len(value)} entries for {len(images)} images")
+        loaded = self.load_images(images, num_workers)
+        failures = {i: item for i, item in enumerate(loaded) if isinstance(item, Exception)}
+        good = [i for i in range(len(images)) if i not in failures]
+        if failures and on_error == "raise":
+            raise next(iter(failures.values()))
+        given = keypoints is not None or boxes is not None
+        if given:
+            faces = {i: (keypoints[i] if keypoints is not None else None, boxes[i] if boxes is not None else None,
+                         None) for i in good}
+        else:
+            detected = self.detect([loaded[i] for i in good], detector, score_threshold, min_face_size, max_faces)
+            faces = dict(zip(good, detected))
+        selected = self._task_list(tasks)
+        # Align every face of every image, then run the model over face batches shared by all images.
+        aligned = {}
+        for i in good:
+            kp, bx, scores = faces[i]
+            try:
+                feature = processor.preprocess(
+                    [loaded[i]], face_keypoints=[kp] if kp is not None else None,
+                    face_boxes=[bx] if bx is not None else None, device=self.device)
+            except (FaceInputError, ImageLoadError) as error:
+                failure = FaceAnalysisError(f"{_source_name(images[i], i)}: {error}", i, _source_name(images[i], i))
+                if on_error == "raise":
+                    raise failure from error
+                failures[i] = failure
+                continue
+            if scores is not None:
+                feature["face_scores"] = scores
+            aligned[i] = feature
+        results: list = [[] for _ in images]
+        order = [i for i in good if i in aligned]
+        self._run_batches(order, aligned, selected, batch_size, mask_format, results)
+        for i, failure in failures.items():
+            results[i] = {"error": str(failure), "input": failure.source or _source_name(images[i], i)}
+        if getattr(model.config, "untrained", False):
+            for faces_of_image in results:
+                for face in faces_of_image if isinstance(faces_of_image, list) else []:
+                    face["untrained"] = True
+        return results
+
+    def _task_list(self, tasks):
+        config = self.model.config
+        if tasks is None:
+            return [t for t in config.tasks]
+        return [config.get_task(name) for name in ([tasks] if isinstance(tasks, str) else tasks)]
+
+    def _run_batches(self, order, aligned, selected, batch_size, mask_format, results):
+        processor, model = self.image_processor, self.model
+        names = [t["name"] for t in selected]
+        needs_small = any(t["input_size"] <= 112 for t in selected)
+        needs_dense = any(t["input_size"] > 112 for t in selected)
+        dtype = next(model.parameters()).dtype
+        # Flatten faces across images, keeping (image, face) ownership.
+        owners = [(i, f) for i in order for f in range(aligned[i]["image_indices"].shape[0])]
+        for start in range(0, len(owners), max(1, batch_size)):
+            chunk = owners[start:start + batch_size]
+            small = torch.stack([aligned[i]["pixel_values"][f] for i, f in chunk]) if needs_small else None
+            dense = torch.stack([aligned[i]["dense_pixel_values"][f] for i, f in chunk]) if needs_dense else None
+            with torch.inference_mode():
+                outputs = model(
+                    pixel_values=None if small is None else small.to(self.device, dtype),
+                    dense_pixel_values=None if dense is None else dense.to(self.device, dtype), tasks=names)
+            # Decode face by face against its own image's metadata.
+            for position, (i, f) in enumerate(chunk):
+                meta = {key: aligned[i][key][f:f + 1] for key in ("affine_matrices", "dense_affine_matrices",
+                                                                  "face_boxes", "face_keypoints")}
+                meta["image_indices"] = torch.zeros(1, dtype=torch.long)
+                meta["original_sizes"] = aligned[i]["original_sizes"]
+                if "face_scores" in aligned[i]:
+                    meta["face_scores"] = aligned[i]["face_scores"][f:f + 1]
+                one = type(outputs)(task_logits={k: v[position:position + 1] for k, v in outputs.task_logits.items()})
+                results[i].extend(processor.post_process_face_analysis(one, meta, selected, mask_format)[0])
