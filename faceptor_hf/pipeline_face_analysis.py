@@ -12,7 +12,9 @@ Faces of all given images share model batches of ``batch_size`` faces. Each face
 from __future__ import annotations
 
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import torch
 from transformers import Pipeline
@@ -53,6 +55,18 @@ class FaceAnalysisPipeline(Pipeline):
     def __init__(self, *args, detector=None, **kwargs):
         super().__init__(*args, **kwargs)
         self._detector = detector
+        self.stage_seconds = {"decode": 0.0, "detect": 0.0, "align": 0.0, "analyse": 0.0, "postprocess": 0.0}
+
+    @contextmanager
+    def _stage(self, name: str):
+        """Accumulate wall time per stage in ``stage_seconds`` (device-synchronised, for benchmarks)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        start = time.perf_counter()
+        yield
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.stage_seconds[name] += time.perf_counter() - start
 
     def _sanitize_parameters(self, **kwargs):
         return {}, {}, kwargs
@@ -129,7 +143,8 @@ class FaceAnalysisPipeline(Pipeline):
         for name, value in (("face_keypoints", keypoints), ("face_boxes", boxes)):
             if value is not None and len(value) != len(images):
                 raise FaceAnalysisError(f"{name} has {len(value)} entries for {len(images)} images")
-        loaded = self.load_images(images, num_workers)
+        with self._stage("decode"):
+            loaded = self.load_images(images, num_workers)
         failures = {i: item for i, item in enumerate(loaded) if isinstance(item, Exception)}
         good = [i for i in range(len(images)) if i not in failures]
         if failures and on_error == "raise":
@@ -139,7 +154,8 @@ class FaceAnalysisPipeline(Pipeline):
             faces = {i: (keypoints[i] if keypoints is not None else None, boxes[i] if boxes is not None else None,
                          None) for i in good}
         else:
-            detected = self.detect([loaded[i] for i in good], detector, score_threshold, min_face_size, max_faces)
+            with self._stage("detect"):
+                detected = self.detect([loaded[i] for i in good], detector, score_threshold, min_face_size, max_faces)
             faces = dict(zip(good, detected))
         selected = self._task_list(tasks)
         # Align every face of every image, then run the model over face batches shared by all images.
@@ -147,9 +163,10 @@ class FaceAnalysisPipeline(Pipeline):
         for i in good:
             kp, bx, scores = faces[i]
             try:
-                feature = processor.preprocess(
-                    [loaded[i]], face_keypoints=[kp] if kp is not None else None,
-                    face_boxes=[bx] if bx is not None else None, device=self.device)
+                with self._stage("align"):
+                    feature = processor.preprocess(
+                        [loaded[i]], face_keypoints=[kp] if kp is not None else None,
+                        face_boxes=[bx] if bx is not None else None, device=self.device)
             except (FaceInputError, ImageLoadError) as error:
                 failure = FaceAnalysisError(f"{_source_name(images[i], i)}: {error}", i, _source_name(images[i], i))
                 if on_error == "raise":
@@ -177,7 +194,7 @@ class FaceAnalysisPipeline(Pipeline):
         return [config.get_task(name) for name in ([tasks] if isinstance(tasks, str) else tasks)]
 
     def _run_batches(self, order, aligned, selected, batch_size, mask_format, results):
-        processor, model = self.image_processor, self.model
+        model = self.model
         names = [t["name"] for t in selected]
         needs_small = any(t["input_size"] <= 112 for t in selected)
         needs_dense = any(t["input_size"] > 112 for t in selected)
@@ -188,17 +205,22 @@ class FaceAnalysisPipeline(Pipeline):
             chunk = owners[start:start + batch_size]
             small = torch.stack([aligned[i]["pixel_values"][f] for i, f in chunk]) if needs_small else None
             dense = torch.stack([aligned[i]["dense_pixel_values"][f] for i, f in chunk]) if needs_dense else None
-            with torch.inference_mode():
+            with self._stage("analyse"), torch.inference_mode():
                 outputs = model(
                     pixel_values=None if small is None else small.to(self.device, dtype),
                     dense_pixel_values=None if dense is None else dense.to(self.device, dtype), tasks=names)
             # Decode face by face against its own image's metadata.
-            for position, (i, f) in enumerate(chunk):
-                meta = {key: aligned[i][key][f:f + 1] for key in ("affine_matrices", "dense_affine_matrices",
-                                                                  "face_boxes", "face_keypoints")}
-                meta["image_indices"] = torch.zeros(1, dtype=torch.long)
-                meta["original_sizes"] = aligned[i]["original_sizes"]
-                if "face_scores" in aligned[i]:
-                    meta["face_scores"] = aligned[i]["face_scores"][f:f + 1]
-                one = type(outputs)(task_logits={k: v[position:position + 1] for k, v in outputs.task_logits.items()})
-                results[i].extend(processor.post_process_face_analysis(one, meta, selected, mask_format)[0])
+            with self._stage("postprocess"):
+                self._decode_chunk(outputs, chunk, aligned, selected, mask_format, results)
+
+    def _decode_chunk(self, outputs, chunk, aligned, selected, mask_format, results):
+        processor = self.image_processor
+        for position, (i, f) in enumerate(chunk):
+            meta = {key: aligned[i][key][f:f + 1] for key in ("affine_matrices", "dense_affine_matrices",
+                                                              "face_boxes", "face_keypoints")}
+            meta["image_indices"] = torch.zeros(1, dtype=torch.long)
+            meta["original_sizes"] = aligned[i]["original_sizes"]
+            if "face_scores" in aligned[i]:
+                meta["face_scores"] = aligned[i]["face_scores"][f:f + 1]
+            one = type(outputs)(task_logits={k: v[position:position + 1] for k, v in outputs.task_logits.items()})
+            results[i].extend(processor.post_process_face_analysis(one, meta, selected, mask_format)[0])

@@ -1,0 +1,136 @@
+"""Every kind of bad or unusual input gets a correct result or an error naming the input and the problem."""
+
+import io
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+
+from faceptor_hf import FaceptorImageProcessor
+from faceptor_hf.image_loading import ImageLoadError, load_image
+from faceptor_hf.image_processing_faceptor import FaceInputError
+
+IMAGES = Path(__file__).parent.parent / "examples" / "images"
+KEYPOINTS = np.array([[204.7, 101.0], [247.3, 103.4], [223.6, 129.4], [202.6, 138.2], [244.4, 140.4]])
+
+
+def save(image: PIL.Image.Image, path: Path, **kwargs) -> Path:
+    image.save(path, **kwargs)
+    return path
+
+
+@pytest.fixture(scope="module")
+def astronaut():
+    return PIL.Image.open(IMAGES / "astronaut.png").convert("RGB")
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "RGBA", "P", "CMYK", "I;16", "1"])
+def test_image_modes_decode_to_rgb(astronaut, tmp_path, mode):
+    if mode == "I;16":
+        array = (np.asarray(astronaut.convert("L"), dtype=np.uint16) * 257)
+        image = PIL.Image.fromarray(array)
+        assert image.mode.startswith("I;16")
+        path = save(image, tmp_path / "deep.png")
+    else:
+        path = save(astronaut.convert(mode), tmp_path / ("x.jpg" if mode == "CMYK" else "x.png"))
+    pixels = load_image(path)
+    assert pixels.shape == (3, 512, 512) and pixels.dtype == torch.float32
+    assert 0 <= pixels.min() and pixels.max() <= 1 and pixels.std() > 0.1
+    grey = np.asarray(astronaut.convert("L"), dtype=np.float32) / 255
+    if mode in ("L", "I;16"):
+        np.testing.assert_allclose(pixels[0].numpy(), grey, atol=2 / 255)
+
+
+def test_rgba_transparency_is_black(tmp_path):
+    image = PIL.Image.new("RGBA", (20, 10), (255, 255, 255, 0))
+    pixels = load_image(save(image, tmp_path / "clear.png"))
+    assert pixels.max() == 0
+
+
+def test_exif_orientation_is_applied(tmp_path, astronaut):
+    wide = astronaut.resize((200, 100))
+    exif = PIL.Image.Exif()
+    exif[0x0112] = 6  # rotate 90 clockwise on display
+    path = save(wide, tmp_path / "rotated.jpg", exif=exif)
+    assert load_image(path).shape == (3, 200, 100)
+
+
+def test_corrupt_truncated_empty_and_foreign_files(tmp_path):
+    data = (IMAGES / "grace_hopper.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 3])
+    (tmp_path / "zero.jpg").write_bytes(b"")
+    (tmp_path / "notes.png").write_text("hello")
+    (tmp_path / "garbage.jpg").write_bytes(b"\xff\xd8\xff" + bytes(range(256)) * 4)
+    with pytest.raises(ImageLoadError, match=r"cut\.jpg: corrupt or truncated"):
+        load_image(tmp_path / "cut.jpg")
+    with pytest.raises(ImageLoadError, match=r"zero\.jpg: empty file"):
+        load_image(tmp_path / "zero.jpg")
+    with pytest.raises(ImageLoadError, match=r"notes\.png: not a recognised image"):
+        load_image(tmp_path / "notes.png")
+    with pytest.raises(ImageLoadError, match=r"garbage\.jpg"):
+        load_image(tmp_path / "garbage.jpg")
+    with pytest.raises(ImageLoadError, match="no such file"):
+        load_image(tmp_path / "absent.png")
+
+
+def test_decompression_bomb_is_refused_without_decoding(tmp_path):
+    bomb = PIL.Image.new("1", (20_000, 20_000))
+    path = save(bomb, tmp_path / "bomb.png", optimize=True)
+    assert path.stat().st_size < 1_000_000
+    with pytest.raises(ImageLoadError, match=r"bomb\.png: .*(too large|exceeds)"):
+        load_image(path)
+    big = PIL.Image.new("L", (9000, 8000))
+    with pytest.raises(ImageLoadError, match="exceeds the limit"):
+        load_image(save(big, tmp_path / "big.png"), max_pixels=50_000_000)
+
+
+def test_arrays_of_every_layout_and_bad_arrays():
+    assert load_image(np.zeros((4, 5), dtype=np.uint8)).shape == (3, 4, 5)
+    assert load_image(np.zeros((3, 4, 5), dtype=np.float32)).shape == (3, 4, 5)
+    assert load_image(torch.zeros(4, 5, 3, dtype=torch.uint8)).shape == (3, 4, 5)
+    assert load_image(np.full((6, 7, 1), 65535, dtype=np.uint16)).max() == 1
+    with pytest.raises(ImageLoadError, match=r"image 0: float pixels must lie in \[0, 1\]"):
+        load_image(np.full((4, 4, 3), 2.0, dtype=np.float32))
+    with pytest.raises(ImageLoadError, match="NaN"):
+        load_image(np.full((4, 4, 3), np.nan, dtype=np.float32))
+    with pytest.raises(ImageLoadError, match="channels"):
+        load_image(np.zeros((5, 5, 7), dtype=np.uint8))
+    with pytest.raises(ImageLoadError, match="unsupported input type"):
+        load_image({"not": "an image"})
+
+
+def test_one_by_one_image():
+    processor = FaceptorImageProcessor()
+    out = processor(np.zeros((1, 1, 3), dtype=np.uint8))
+    assert out["pixel_values"].shape == (1, 3, 112, 112) and torch.isfinite(out["pixel_values"]).all()
+    out = processor(np.zeros((1, 1, 3), dtype=np.uint8), face_boxes=np.zeros((0, 4)))
+    assert out["pixel_values"].shape[0] == 0
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(face_keypoints=np.zeros((2, 4, 2))), r"face_keypoints must have shape \(faces, 5, 2\)"),
+        (dict(face_keypoints=np.full((1, 5, 2), np.nan)), "NaN"),
+        (dict(face_boxes=np.array([[10.0, 10.0, 5.0, 50.0]])), "no area"),
+        (dict(face_boxes=np.array([[600.0, 10.0, 700.0, 90.0]])), "outside"),
+        (dict(face_boxes=np.zeros((1, 3))), r"face_boxes must have shape \(faces, 4\)"),
+        (dict(face_keypoints=KEYPOINTS, face_boxes=np.zeros((2, 4))), "keypoint sets but 2 boxes"),
+    ],
+)
+def test_bad_face_geometry(astronaut, kwargs, message):
+    with pytest.raises(FaceInputError, match=message):
+        FaceptorImageProcessor()(astronaut, **kwargs)
+
+
+def test_box_partly_outside_is_padded(astronaut):
+    out = FaceptorImageProcessor()(astronaut, face_boxes=np.array([[-100.0, -50.0, 150.0, 200.0]]))
+    crop = out["dense_pixel_values"][0]
+    assert torch.isfinite(crop).all() and out["face_boxes"][0, 0] == -100
+
+
+def test_list_length_mismatch(astronaut):
+    with pytest.raises(FaceInputError, match="2 entries for 1 images"):
+        FaceptorImageProcessor()([astronaut], face_keypoints=[KEYPOINTS, KEYPOINTS])
