@@ -16,6 +16,8 @@ setup(
     license="MIT",
     python_requires=">=3.10",
     packages=find_packages(include=["faceptor_hf", "faceptor_hf.*"]),
+    # model_card.md (a link to the top-level card) is the template of the README that push_to_hub writes.
+    package_data={"faceptor_hf": ["model_card.md"]},
     # Ranges are the ones tested in CI (torch 2.13 CPU, transformers 5.24, hub 2.4, safetensors 0.8, pillow 13).
     install_requires=[
         "torch>=2.4,<2.15",

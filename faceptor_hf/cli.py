@@ -56,12 +56,18 @@ def build_pipeline(args):
         model = FaceptorModel(config)
         processor = FaceptorImageProcessor()
     elif args.model:
+        hub = {"revision": args.revision, "local_files_only": args.local_files_only or None}
+        hub = {k: v for k, v in hub.items() if v is not None}
         try:
-            model = FaceptorModel.from_pretrained(args.model, dtype=dtype)
-        except OSError as error:
-            raise NoModelError(f"cannot load model {args.model!r}: {error}") from error
+            model = FaceptorModel.from_pretrained(args.model, dtype=dtype, **hub)
+        except (OSError, ValueError) as error:
+            offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes") or args.local_files_only
+            hint = (" Offline mode is on (HF_HUB_OFFLINE / --local-files-only) and it is not in the local cache: "
+                    "download it once while online, or pass a local folder." if offline and not os.path.isdir(args.model)
+                    else "")
+            raise NoModelError(f"cannot load model {args.model!r}: {str(error).splitlines()[0]}{hint}") from error
         try:
-            processor = FaceptorImageProcessor.from_pretrained(args.model)
+            processor = FaceptorImageProcessor.from_pretrained(args.model, **hub)
         except OSError:
             processor = FaceptorImageProcessor()
     else:
@@ -153,7 +159,6 @@ def analyze(args) -> int:
     def flush():
         if not pending:
             return
-        names = [name for name, _ in pending]
         results = pipe([image for _, image in pending], batch_size=args.batch_size, tasks=args.tasks,
                        min_face_size=args.min_face_size, max_faces=args.max_faces, mask_format="rle",
                        num_workers=args.num_workers, on_error="return")
@@ -224,6 +229,8 @@ def main(argv=None) -> int:
     run = commands.add_parser("analyze", help="analyse every face in images, folders, globs or a dataset")
     run.add_argument("inputs", nargs="*", help="image files, folders or glob patterns")
     run.add_argument("--model", help="faceptor-hf folder or Hub id (see `faceptor-hf convert`)")
+    run.add_argument("--revision", default=None, help="Hub branch, tag or commit of --model")
+    run.add_argument("--local-files-only", action="store_true", help="never contact the Hub; use the cache")
     run.add_argument("--random-weights", action="store_true", help="untrained Faceptor-Base, to exercise the path")
     run.add_argument("--output-dir", default="outputs")
     run.add_argument("--tasks", nargs="+", default=None, help="task names to run (default: all)")

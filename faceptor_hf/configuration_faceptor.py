@@ -255,6 +255,14 @@ class FaceptorConfig(PretrainedConfig):
         raise KeyError(f"unknown task {name!r}; this model has {self.task_names}")
 
     @property
+    def variant_name(self) -> str:
+        """"Naive Faceptor", "Faceptor-Base, stage 1", "Faceptor-Full, stage 2", or "Faceptor (N tasks), stage S"."""
+        if self.head_type == "naive":
+            return "Naive Faceptor"
+        family = {7: "Faceptor-Base", 13: "Faceptor-Full"}.get(len(self.tasks), f"Faceptor ({len(self.tasks)} tasks)")
+        return f"{family}, stage {2 if self.layer_attention_levels else 1}"
+
+    @property
     def id2label_by_task(self) -> dict[str, dict[int, str]]:
         return {t["name"]: dict(enumerate(t["labels"])) for t in self.tasks}
 

@@ -126,7 +126,6 @@ def infer_config(state, overrides: dict | None = None) -> tuple[FaceptorConfig, 
         seg = next((k for k in state if k.endswith("head.conv_seg.weight")), None)
         if seg is not None:
             kwargs["naive_dense_channels"] = state[seg].shape[1]
-        variant = "Naive Faceptor"
     else:
         if INTERPRETERS + "feature_v2.head.2.weight" in state:
             tasks.append(make_task(recog_name, embedding_size=state[INTERPRETERS + "feature_v2.head.2.weight"].shape[0]))
@@ -151,9 +150,6 @@ def infer_config(state, overrides: dict | None = None) -> tuple[FaceptorConfig, 
                 raise ConversionError(
                     f"new_level_embed has {extra} rows; give layer_attention_levels explicitly for this checkpoint")
             kwargs["layer_attention_levels"] = list(LAYER_ATTENTION_LEVELS)
-        names = [t["name"] for t in tasks]
-        family = {7: "Faceptor-Base", 13: "Faceptor-Full"}.get(len(names), f"Faceptor ({len(names)} tasks)")
-        variant = f"{family} stage {2 if stage2 else 1}"
     if not tasks:
         raise ConversionError("no task heads found in the checkpoint")
     for task in tasks:
@@ -162,7 +158,8 @@ def infer_config(state, overrides: dict | None = None) -> tuple[FaceptorConfig, 
     kwargs["tasks"] = tasks
     kwargs.update(overrides)
     try:
-        return FaceptorConfig(**kwargs), variant
+        config = FaceptorConfig(**kwargs)
+        return config, config.variant_name
     except ValueError as error:
         raise ConversionError(f"inconsistent checkpoint: {error}") from error
 
@@ -334,11 +331,11 @@ def convert_checkpoint(checkpoint_path: str, output_dir: str | None = None, conf
     if verbose:
         print(f"{checkpoint_path}: {variant}, tasks {config.task_names}, "
               f"{sum(p.numel() for p in model.parameters()):,} parameters")
+    # Provenance travels with the config (and so with every save and push).
+    model.config.converted_from = {"checkpoint": os.path.basename(checkpoint_path), "variant": variant}
     if output_dir is not None:
         model.save_pretrained(output_dir)
         FaceptorImageProcessor().save_pretrained(output_dir)
-        with open(os.path.join(output_dir, "conversion.json"), "w") as handle:
-            json.dump({"source": os.path.basename(checkpoint_path), "variant": variant}, handle, indent=2)
     return model, variant
 
 
@@ -347,16 +344,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, help="output folder (created)")
     parser.add_argument("--config-overrides", default=None,
                         help="JSON object of FaceptorConfig fields to set (e.g. head counts of a custom model)")
+    parser.add_argument("--push-to-hub", metavar="REPO", default=None,
+                        help="also publish model, processor, code and model card to this Hub repo (one commit each)")
+    parser.add_argument("--private", action="store_true", help="create the Hub repo as private")
+    parser.add_argument("--revision", default=None, help="branch to push to (created if needed)")
+    parser.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or the stored login)")
 
 
 def run(args: argparse.Namespace) -> int:
     overrides = json.loads(args.config_overrides) if args.config_overrides else None
     try:
-        _, variant = convert_checkpoint(args.checkpoint, args.output, overrides, verbose=True)
+        model, variant = convert_checkpoint(args.checkpoint, args.output, overrides, verbose=True)
     except ConversionError as error:
         print(f"error: {error}")
         return 2
     print(f"wrote {variant} to {args.output}")
+    if args.push_to_hub:
+        from .hub import PushError
+
+        processor = FaceptorImageProcessor.from_pretrained(args.output)
+        try:
+            print(f"pushing model, code and model card to {args.push_to_hub} ...", flush=True)
+            info = model.push_to_hub(args.push_to_hub, private=args.private or None, token=args.token,
+                                     revision=args.revision, commit_message=f"Add {variant} (converted)")
+            print(f"  {info.commit_url}", flush=True)
+            print("pushing image processor ...", flush=True)
+            info = processor.push_to_hub(args.push_to_hub, token=args.token, revision=args.revision)
+            print(f"  {info.commit_url}")
+        except PushError as error:
+            print(f"error: {error}")
+            return 3
     return 0
 
 

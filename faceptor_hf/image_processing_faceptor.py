@@ -13,8 +13,6 @@ requested device, with pixel-index coordinates (pixel centres at integers) throu
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -24,7 +22,6 @@ from transformers.image_processing_utils import BaseImageProcessor
 from .face_alignment import (
     arcface_template,
     box_crop_matrix,
-    compose,
     crop_footprint,
     farl_template,
     invert_affine,
@@ -92,6 +89,17 @@ class FaceptorImageProcessor(BaseImageProcessor):
         self.box_face_scale = box_face_scale
         self.max_image_size = max_image_size
         self.max_pixels = max_pixels
+
+    def push_to_hub(self, repo_id: str, commit_message: str | None = None, private: bool | None = None, token=None,
+                    revision: str | None = None, create_pr: bool = False, **kwargs):
+        """Upload preprocessor_config.json and the processing code in one commit; the model card is left alone."""
+        try:
+            from .hub import push_folder
+        except ImportError:
+            return super().push_to_hub(repo_id, commit_message=commit_message, private=private, token=token,
+                                       revision=revision, create_pr=create_pr, **kwargs)
+        return push_folder(self.save_pretrained, repo_id, commit_message=commit_message or "Upload image processor",
+                           private=private, token=token, revision=revision, create_pr=create_pr)
 
     # ---- geometry ----------------------------------------------------------------------------------------------
     def face_matrices(self, height: int, width: int, keypoints: torch.Tensor | None, boxes: torch.Tensor | None):

@@ -541,6 +541,42 @@ class FaceptorPreTrainedModel(PreTrainedModel):
     _supports_flex_attn = True
     _supports_attention_backend = True
 
+    def save_pretrained(self, save_directory, *args, include_pipeline: bool = False, **kwargs):
+        """``include_pipeline=True`` (used by ``push_to_hub``) also ships the face-analysis pipeline code and a
+        ``custom_pipelines`` entry, so `pipeline(model=repo, trust_remote_code=True)` works where faceptor_hf is not
+        installed. Local folders leave it out: with it, transformers insists on remote code even when the package
+        is installed and registers the pipeline itself."""
+        FaceAnalysisPipeline = None
+        if include_pipeline:
+            try:
+                from .pipeline_face_analysis import FaceAnalysisPipeline
+            except ImportError:  # a remote-code copy without the pipeline files
+                pass
+        if FaceAnalysisPipeline is not None:
+            self.config.custom_pipelines = {"face-analysis": {
+                "impl": "pipeline_face_analysis.FaceAnalysisPipeline", "pt": ["AutoModel"], "type": "image"}}
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        if FaceAnalysisPipeline is not None:
+            from transformers.dynamic_module_utils import custom_object_save
+
+            custom_object_save(FaceAnalysisPipeline, save_directory)
+        return result
+
+    def push_to_hub(self, repo_id: str, commit_message: str | None = None, private: bool | None = None, token=None,
+                    revision: str | None = None, create_pr: bool = False, commit_description: str | None = None,
+                    **kwargs):
+        """Upload weights, config, code (model, processor, pipeline) and a model card in ONE commit."""
+        kwargs.pop("tags", None)
+        try:
+            from .hub import push_folder, render_model_card
+        except ImportError:
+            return super().push_to_hub(repo_id, commit_message=commit_message, private=private, token=token,
+                                       revision=revision, create_pr=create_pr, **kwargs)
+        return push_folder(lambda folder: self.save_pretrained(folder, include_pipeline=True, **kwargs), repo_id,
+                           readme=render_model_card(self.config, repo_id), commit_message=commit_message,
+                           private=private, token=token, revision=revision, create_pr=create_pr,
+                           commit_description=commit_description)
+
     @torch.no_grad()
     def _init_weights(self, module):
         """Mirrors the official initialisation (FaRL encoder, fan-in decoder) so training from scratch behaves."""

@@ -1,6 +1,5 @@
 """Every kind of bad or unusual input gets a correct result or an error naming the input and the problem."""
 
-import io
 from pathlib import Path
 
 import numpy as np

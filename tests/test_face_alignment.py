@@ -1,6 +1,5 @@
 """Geometry of the image processor: warp then inverse must round-trip points (< 0.5 px) and masks, at any angle."""
 
-import numpy as np
 import pytest
 import torch
 

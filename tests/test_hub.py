@@ -1,0 +1,176 @@
+"""Publishing through a loopback Hub-compatible server (tests/hub_server.py on 127.0.0.1), loading back in a
+process where faceptor_hf cannot be imported, offline cache behaviour, and failed uploads."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from hub_server import FakeHub
+
+ROOT = Path(__file__).parent.parent
+IMAGES = ROOT / "examples" / "images"
+REPO = "user/faceptor-tiny"
+
+PUSH = """
+import sys, json, torch
+sys.path.insert(0, {tests!r})
+from conftest import tiny_config
+from faceptor_hf import FaceptorModel, FaceptorImageProcessor
+torch.manual_seed({seed})
+torch.set_num_threads(2)
+model = FaceptorModel(tiny_config(tasks=["recog_ms1mv3", "age_morph2", "affect_rafdb", "parsing_celebam",
+                                         "align_300w"])).eval()
+for key, value in {config_changes!r}.items():
+    setattr(model.config, key, value)
+x112 = torch.randn(2, 3, 112, 112, generator=torch.Generator().manual_seed(1))
+x512 = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+with torch.no_grad():
+    expected = model(pixel_values=x112, dense_pixel_values=x512).task_logits
+torch.save({{"x112": x112, "x512": x512, "expected": expected}}, {io!r})
+info = model.push_to_hub({repo!r}, revision={revision!r})
+print("MODEL", info.oid)
+info = FaceptorImageProcessor().push_to_hub({repo!r}, revision={revision!r})
+print("PROCESSOR", info.oid)
+"""
+
+LOAD = """
+import sys, json, torch
+sys.modules["faceptor_hf"] = None  # the package must not be importable here
+torch.set_num_threads(2)
+from transformers import AutoModel, pipeline
+model = AutoModel.from_pretrained({repo!r}, trust_remote_code=True, revision={revision!r}).eval()
+assert "transformers_modules" in type(model).__module__, type(model).__module__
+io = torch.load({io!r})
+with torch.no_grad():
+    out = model(pixel_values=io["x112"], dense_pixel_values=io["x512"]).task_logits
+for name, value in io["expected"].items():
+    # identical weights and code; only float32 kernel dispatch across processes may differ (seen: 1.5e-8)
+    torch.testing.assert_close(out[name], value, atol=1e-6, rtol=1e-6, msg=name)
+pipe = pipeline(model={repo!r}, trust_remote_code=True, revision={revision!r})
+faces = pipe({image!r}, tasks=["age_morph2", "align_300w"])
+print("LOADED", json.dumps({{"faces": len(faces), "age": faces[0]["tasks"]["age_morph2"]["age"]}}))
+"""
+
+
+def run(script: str, hub: FakeHub, home: Path, offline: bool = False, timeout: int = 300):
+    env = dict(os.environ, HF_ENDPOINT=hub.endpoint, HF_TOKEN="hf_fake", HF_HUB_DISABLE_XET="1",
+               HF_HOME=str(home), HF_HUB_DISABLE_TELEMETRY="1", PYTHONPATH=str(ROOT))
+    env.pop("HF_HUB_OFFLINE", None)
+    if offline:
+        env["HF_HUB_OFFLINE"] = "1"
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(script)], env=env, capture_output=True, text=True,
+                          timeout=timeout, cwd=home.parent)
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory):
+    """A tiny model + processor pushed to the loopback Hub (main and branch v1), shared by the tests below."""
+    root = tmp_path_factory.mktemp("hub")
+    with FakeHub() as hub:
+        for revision in (None, "v1"):
+            io = root / f"io_{revision}.pt"
+            result = run(PUSH.format(tests=str(ROOT / "tests"), repo=REPO, revision=revision, io=str(io), seed=0,
+                                     config_changes={}), hub, root / "push_home")
+            assert "PROCESSOR" in result.stdout, result.stderr[-3000:]
+        yield hub, root
+
+
+def test_push_publishes_everything_in_single_commits(published):
+    hub, _ = published
+    files = hub.files(REPO)
+    assert {"config.json", "model.safetensors", "preprocessor_config.json", "README.md", "modeling_faceptor.py",
+            "configuration_faceptor.py", "image_processing_faceptor.py", "pipeline_face_analysis.py",
+            "face_detection.py"} <= set(files)
+    config = json.loads(files["config.json"])
+    assert config["auto_map"]["AutoModel"] == "modeling_faceptor.FaceptorModel"
+    assert config["custom_pipelines"]["face-analysis"]["impl"] == "pipeline_face_analysis.FaceAnalysisPipeline"
+    processor = json.loads(files["preprocessor_config.json"])
+    assert processor["auto_map"]["AutoImageProcessor"] == "image_processing_faceptor.FaceptorImageProcessor"
+    card = files["README.md"].decode()
+    assert card.startswith("---\n") and "pipeline_tag: image-feature-extraction" in card
+    assert f'"{REPO}"' in card or REPO in card
+    assert "`parsing_celebam`" in card and "`align_aflw`" not in card  # this model's tasks, not the full list
+    assert hub.commit_count(REPO) == 4  # model + processor on main, then on v1
+    assert not [u for u in hub.unknown if "/api/agent-harnesses" not in u], hub.unknown
+
+
+@pytest.mark.parametrize("revision", [None, "v1"])
+def test_load_through_the_hub_without_the_package(published, revision):
+    hub, root = published
+    result = run(LOAD.format(repo=REPO, revision=revision, io=str(root / f"io_{revision}.pt"),
+                             image=str(IMAGES / "astronaut.png")), hub, root / f"load_home_{revision}")
+    assert "LOADED" in result.stdout, result.stderr[-3000:]
+    assert json.loads(result.stdout.split("LOADED", 1)[1])["faces"] == 1
+
+
+def test_offline_loads_from_cache_and_explains_missing_models(published):
+    hub, root = published
+    home = root / "offline_home"
+    first = run(LOAD.format(repo=REPO, revision=None, io=str(root / "io_None.pt"), image=str(IMAGES / "astronaut.png")),
+                hub, home)
+    assert "LOADED" in first.stdout, first.stderr[-2000:]
+    cached = run(LOAD.format(repo=REPO, revision=None, io=str(root / "io_None.pt"), image=str(IMAGES / "astronaut.png")),
+                 hub, home, offline=True)
+    assert "LOADED" in cached.stdout, cached.stderr[-2000:]
+    env_script = """
+    import subprocess, sys
+    sys.exit(subprocess.run([sys.executable, "-m", "faceptor_hf.cli", "analyze", {image!r}, "--model", "user/absent",
+                             "--output-dir", {out!r}]).returncode)
+    """
+    missing = run(env_script.format(image=str(IMAGES / "astronaut.png"), out=str(root / "out")), hub, home,
+                  offline=True)
+    assert missing.returncode == 2
+    assert "user/absent" in missing.stderr and "Offline mode is on" in missing.stderr
+
+
+def test_second_push_updates_card_and_keeps_files(published):
+    hub, root = published
+    before = hub.files(REPO)
+    result = run(PUSH.format(tests=str(ROOT / "tests"), repo=REPO, revision=None, io=str(root / "io_again.pt"),
+                             seed=0, config_changes={"untrained": True}), hub, root / "push_home")
+    assert "MODEL" in result.stdout, result.stderr[-3000:]
+    after = hub.files(REPO)
+    assert set(before) <= set(after)
+    assert b"UNTRAINED RANDOM WEIGHTS" in after["README.md"] and b"UNTRAINED" not in before["README.md"]
+    assert after["preprocessor_config.json"] == before["preprocessor_config.json"]
+
+
+@pytest.mark.parametrize("stage, mode", [("lfs", "500"), ("lfs", "drop"), ("commit", "500"), ("commit", "drop")])
+def test_failed_upload_leaves_no_half_written_revision(published, stage, mode):
+    hub, root = published
+    head, files = hub.resolve(REPO, "main"), hub.files(REPO)
+    hub.fail = {stage: mode}
+    try:
+        # new random weights, so the LFS blob is new and really has to be uploaded
+        result = run(PUSH.format(tests=str(ROOT / "tests"), repo=REPO, revision=None, io=str(root / "io_fail.pt"),
+                                 seed=100 + len(stage + mode), config_changes={}), hub, root / "push_home", timeout=600)
+    finally:
+        hub.fail = {}
+    assert result.returncode != 0
+    assert "PushError" in result.stderr and "Nothing was committed" in result.stderr, result.stderr[-2000:]
+    assert hub.resolve(REPO, "main") == head and hub.files(REPO) == files
+
+
+def test_convert_command_pushes_a_converted_checkpoint(published, tmp_path):
+    hub, root = published
+    golden = ROOT / "tests" / "fixtures" / "golden" / "faceptor_stage1"
+    overrides = json.loads((golden / "meta.json").read_text())["config_overrides"]
+    script = f"""
+    import subprocess, sys
+    sys.exit(subprocess.run([sys.executable, "-m", "faceptor_hf.cli", "convert", "--checkpoint",
+                             {str(golden / "checkpoint_rank0_iter_50000.pth.tar")!r}, "--output", {str(tmp_path / "out")!r},
+                             "--config-overrides", {json.dumps(overrides)!r}, "--push-to-hub", "user/converted",
+                             "--private"]).returncode)
+    """
+    result = run(script, hub, root / "push_home")
+    assert result.returncode == 0, result.stdout + result.stderr[-2000:]
+    assert "pushing model, code and model card to user/converted" in result.stdout
+    files = hub.files("user/converted")
+    assert {"model.safetensors", "preprocessor_config.json", "README.md"} <= set(files)
+    assert json.loads(files["config.json"])["converted_from"]["variant"] == "Faceptor (6 tasks), stage 1"
+    assert b"Faceptor (6 tasks), stage 1" in files["README.md"]
