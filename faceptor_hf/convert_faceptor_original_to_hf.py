@@ -89,6 +89,19 @@ def _recognition_task_name(state) -> str:
     return "recog_ms1mv3"
 
 
+def _read_tasks(state, recognition_key: str, query_pattern: str) -> list[dict]:
+    """Recognition task (if its head exists) then one task per key matching ``query_pattern``, in key order
+    (the official ModuleDicts keep the training config's task order)."""
+    tasks = []
+    if recognition_key in state:
+        tasks.append(make_task(_recognition_task_name(state), embedding_size=state[recognition_key].shape[0]))
+    for key, value in state.items():
+        match = re.match(query_pattern, key)
+        if match:
+            tasks.append(make_task(match.group("task"), num_queries=value.shape[0]))
+    return tasks
+
+
 def infer_config(state, overrides: dict | None = None) -> tuple[FaceptorConfig, str]:
     """Config and a human-readable variant name from the official parameter names and shapes."""
     overrides = dict(overrides or {})
@@ -104,16 +117,9 @@ def infer_config(state, overrides: dict | None = None) -> tuple[FaceptorConfig, 
         patch_size=_require(state, BACKBONE + "conv1.weight").shape[-1], position_grid_size=grid,
     )
     naive = any(k.startswith(NAIVE) for k in state)
-    recog_name = _recognition_task_name(state)
-    tasks = []
     if naive:
         kwargs["head_type"] = "naive"
-        if NAIVE + "recog.head.2.weight" in state:
-            tasks.append(make_task(recog_name, embedding_size=state[NAIVE + "recog.head.2.weight"].shape[0]))
-        for key, value in state.items():
-            match = re.match(re.escape(NAIVE) + r"(\w+)\.fcs\.([^.]+)\.weight$", key)
-            if match:
-                tasks.append(make_task(match.group(2), num_queries=value.shape[0]))
+        tasks = _read_tasks(state, NAIVE + "recog.head.2.weight", re.escape(NAIVE) + r"\w+\.fcs\.(?P<task>[^.]+)\.weight$")
         for task_type in ("parsing", "align"):
             key = NAIVE + task_type + ".head.conv_seg.weight"
             if key in state:
@@ -127,12 +133,8 @@ def infer_config(state, overrides: dict | None = None) -> tuple[FaceptorConfig, 
         if seg is not None:
             kwargs["naive_dense_channels"] = state[seg].shape[1]
     else:
-        if INTERPRETERS + "feature_v2.head.2.weight" in state:
-            tasks.append(make_task(recog_name, embedding_size=state[INTERPRETERS + "feature_v2.head.2.weight"].shape[0]))
-        for key, value in state.items():
-            match = re.match(re.escape(DECODER) + r"query_feat\.([^.]+)\.weight$", key)
-            if match:
-                tasks.append(make_task(match.group(1), num_queries=value.shape[0]))
+        tasks = _read_tasks(state, INTERPRETERS + "feature_v2.head.2.weight",
+                            re.escape(DECODER) + r"query_feat\.(?P<task>[^.]+)\.weight$")
         hidden = _require(state, DECODER + "level_embed.weight").shape[1]
         levels = _require(state, DECODER + "level_embed.weight").shape[0]
         if levels != 1:
