@@ -89,9 +89,12 @@ def _shard():
     """(rank, world size, device or None) under `accelerate launch`; (0, 1, None) otherwise."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return 0, 1, None
+    import torch
     from accelerate import PartialState
 
-    state = PartialState()
+    # Without GPUs (or with ACCELERATE_USE_CPU) the processes still form one group, over gloo on the CPU.
+    cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes") or not torch.cuda.is_available()
+    state = PartialState(cpu=cpu)
     return state.process_index, state.num_processes, str(state.device)
 
 

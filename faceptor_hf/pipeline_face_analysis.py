@@ -71,7 +71,8 @@ class FaceAnalysisPipeline(Pipeline):
     def _sanitize_parameters(self, **kwargs):
         return {}, {}, kwargs
 
-    # Pipeline's per-item hooks are used by the single-image path of __call__ below.
+    # transformers' Pipeline requires these per-item hooks; __call__ below replaces the per-item flow so that the
+    # faces of many images share model batches, and never calls them.
     def preprocess(self, inputs, **kwargs):
         return inputs
 
@@ -121,9 +122,14 @@ class FaceAnalysisPipeline(Pipeline):
     def detect(self, pixels, detector, score_threshold, min_face_size, max_faces):
         """Per image (keypoints (F, 5, 2), boxes (F, 4), scores (F,)) after size and count filters."""
         detector = detector or self.detector
-        if score_threshold is not None and hasattr(detector, "score_threshold"):
+        previous = getattr(detector, "score_threshold", None)
+        if score_threshold is not None and previous is not None:
             detector.score_threshold = score_threshold
-        detections = detector(pixels) if pixels else []
+        try:
+            detections = detector(pixels) if pixels else []
+        finally:
+            if previous is not None:
+                detector.score_threshold = previous
         out = []
         for found in detections:
             boxes = torch.as_tensor(found["boxes"], dtype=torch.float32).reshape(-1, 4)
