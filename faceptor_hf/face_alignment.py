@@ -153,8 +153,8 @@ def warp_faces(image: torch.Tensor, matrices: torch.Tensor, out_size: tuple[int,
     return out
 
 
-def translation(dx: float, dy: float) -> torch.Tensor:
-    return torch.tensor([[1.0, 0.0, dx], [0.0, 1.0, dy]], dtype=torch.float64)
+def translation(dx: float, dy: float, device=None) -> torch.Tensor:
+    return torch.tensor([[1.0, 0.0, dx], [0.0, 1.0, dy]], dtype=torch.float64, device=device)
 
 
 def compose(outer: torch.Tensor, inner: torch.Tensor) -> torch.Tensor:
@@ -178,7 +178,7 @@ def unwarp_map(face_map: torch.Tensor, matrix: torch.Tensor, region: tuple[int, 
     """Inverse of ``warp_faces`` for one face's map over an image region: face_map (C, h, w) in crop space,
     matrix (2, 3) image->crop, region (x0, y0, x1, y1) -> (C, y1 - y0, x1 - x0) bilinear, zeros outside the crop."""
     x0, y0, x1, y1 = region
-    region_to_crop = compose(matrix, translation(x0, y0))  # region pixel index -> crop pixel index
+    region_to_crop = compose(matrix, translation(x0, y0, matrix.device))  # region pixel index -> crop pixel index
     grid = sampling_grid(invert_affine(region_to_crop[None]), tuple(face_map.shape[-2:]), (y1 - y0, x1 - x0))
     return F.grid_sample(face_map[None], grid.to(face_map.dtype), mode="bilinear", padding_mode="zeros",
                          align_corners=False)[0]

@@ -264,8 +264,15 @@ class FaceptorImageProcessor(BaseImageProcessor):
         return results
 
     def _decode_task(self, task, value, inputs, sizes, indices, mask_format) -> list[dict]:
-        value = value.detach().float().cpu()
         kind = task["type"]
+        if task["readout"] == "map" and kind != "align":
+            # Parsing maps are warped back on their own device (the model's); only the uint8 mask comes back.
+            dense = inputs["dense_affine_matrices"]
+            crop = (self.dense_size["height"], self.dense_size["width"])
+            value = value.detach().float()
+            return [self._parsing_mask(value[face], dense[face], sizes[indices[face]], crop, task.get("labels", []),
+                                       mask_format) for face in range(value.shape[0])]
+        value = value.detach().float().cpu()
         labels = task.get("labels", [])
         if task["readout"] == "embedding":
             return [{"embedding": [round(v, 6) for v in row]} for row in F.normalize(value, dim=-1).tolist()]
@@ -283,15 +290,12 @@ class FaceptorImageProcessor(BaseImageProcessor):
                 return [{"label": labels[int(row.argmax())], "scores": {n: round(p, 4) for n, p in zip(labels, row.tolist())}}
                         for row in scores]
             return [{"logits": [round(v, 5) for v in row]} for row in value.tolist()]
-        dense = inputs["dense_affine_matrices"]
+        # landmark heatmaps: official centroid decoding, then back through the inverse dense alignment
         crop = (self.dense_size["height"], self.dense_size["width"])
-        if kind == "align":
-            normalised = heatmap_centroids(value).double()
-            crop_points = normalised * torch.tensor([crop[1], crop[0]], dtype=torch.float64) - 0.5
-            points = transform_points(invert_affine(dense), crop_points)
-            return [{"points": [[round(x, 2), round(y, 2)] for x, y in face]} for face in points.tolist()]
-        return [self._parsing_mask(value[face], dense[face], sizes[indices[face]], crop, labels, mask_format)
-                for face in range(value.shape[0])]
+        normalised = heatmap_centroids(value).double()
+        crop_points = normalised * torch.tensor([crop[1], crop[0]], dtype=torch.float64) - 0.5
+        points = transform_points(invert_affine(inputs["dense_affine_matrices"]), crop_points)
+        return [{"points": [[round(x, 2), round(y, 2)] for x, y in face]} for face in points.tolist()]
 
     @staticmethod
     def _parsing_mask(face_logits, matrix, image_size, crop, labels, mask_format) -> dict:
@@ -303,7 +307,8 @@ class FaceptorImageProcessor(BaseImageProcessor):
         if region is not None:
             upsampled = F.interpolate(face_logits[None], size=crop, mode="bilinear", align_corners=False)[0]
             x0, y0, x1, y1 = region
-            mask[y0:y1, x0:x1] = unwarp_map(upsampled, matrix, region).argmax(0).to(torch.uint8).numpy()
+            restored = unwarp_map(upsampled, matrix.to(upsampled.device), region)
+            mask[y0:y1, x0:x1] = restored.argmax(0).to(torch.uint8).cpu().numpy()
         return {"mask": encode_mask(mask, mask_format), "labels": list(labels)}
 
 
