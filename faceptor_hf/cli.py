@@ -164,7 +164,7 @@ def analyze(args) -> int:
             return
         results = pipe([image for _, image in pending], batch_size=args.batch_size, tasks=args.tasks,
                        min_face_size=args.min_face_size, max_faces=args.max_faces, mask_format="rle",
-                       num_workers=args.num_workers, on_error="return")
+                       num_workers=args.num_workers, on_error="return", flip_recognition=args.flip_recognition)
         with open(jsonl, "a") as handle:
             for (name, image), faces in zip(pending, results):
                 record = {"input": name}
@@ -247,6 +247,8 @@ def main(argv=None) -> int:
     run.add_argument("--dataset", help="Hugging Face dataset (name or local path) to stream images from")
     run.add_argument("--split", default="train")
     run.add_argument("--image-column", default="image")
+    run.add_argument("--flip-recognition", action="store_true",
+                     help="face embedding = embedding(face) + embedding(mirrored face), the official verification protocol")
     run.add_argument("--no-overlay", action="store_true")
     run.add_argument("--no-files", action="store_true", help="only write the JSONL")
     run.add_argument("--overwrite", action="store_true", help="start again instead of resuming")

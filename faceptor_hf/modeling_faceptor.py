@@ -631,6 +631,9 @@ class FaceptorModel(FaceptorPreTrainedModel):
     Each input goes through the encoder once, and all decoder tasks of one input share one decoder pass.
     """
 
+    PROCESSOR_METADATA = frozenset({"affine_matrices", "dense_affine_matrices", "image_indices", "original_sizes",
+                                    "face_boxes", "face_keypoints", "face_scores"})
+
     def __init__(self, config: FaceptorConfig):
         super().__init__(config)
         self.encoder = FaceptorVisionEncoder(config)
@@ -697,8 +700,14 @@ class FaceptorModel(FaceptorPreTrainedModel):
                 tasks: list[str] | str | None = None, return_dict: bool | None = None, **kwargs) -> FaceptorOutput:
         """Run the selected tasks (all tasks whose input is given when ``tasks`` is None).
 
-        Returns [`FaceptorOutput`] with ``task_logits`` in the official raw form (see its docstring).
+        Returns [`FaceptorOutput`] with ``task_logits`` in the official raw form (see its docstring). The image
+        processor's metadata keys (matrices, indices, sizes, boxes, keypoints) are accepted and ignored, so
+        ``model(**processor(...))`` works; any other keyword is an error.
         """
+        unknown = set(kwargs) - self.PROCESSOR_METADATA
+        if unknown:
+            raise TypeError(f"unexpected arguments {sorted(unknown)}; FaceptorModel takes pixel_values, "
+                            "dense_pixel_values and tasks")
         for name, pixels in (("pixel_values", pixel_values), ("dense_pixel_values", dense_pixel_values)):
             if pixels is not None:
                 self._check_pixels(name, pixels)

@@ -43,7 +43,9 @@ class FaceAnalysisPipeline(Pipeline):
     ``max_faces`` (per image, highest detection scores first), ``face_keypoints`` / ``face_boxes`` (per image;
     skip detection), ``detector`` (any callable, see ``faceptor_hf.face_detection``), ``score_threshold``,
     ``mask_format`` ("list", "rle" or "numpy"), ``batch_size`` (faces per model call), ``num_workers`` (decoding
-    threads), ``on_error`` ("raise", or "return" to get ``{"error": ...}`` for a failing image and keep the rest).
+    threads), ``on_error`` ("raise", or "return" to get ``{"error": ...}`` for a failing image and keep the rest),
+    ``flip_recognition`` (sum the embeddings of the face and its mirror image before normalising, as the official
+    verification protocol does; one extra 112-px encoder pass).
     """
 
     _load_image_processor = True
@@ -91,7 +93,7 @@ class FaceAnalysisPipeline(Pipeline):
     def __call__(self, inputs, batch_size: int = 32, tasks=None, min_face_size: float = 0.0,
                  max_faces: int | None = None, face_keypoints=None, face_boxes=None, detector=None,
                  score_threshold: float | None = None, mask_format: str = "list", num_workers: int = 4,
-                 on_error: str = "raise", **kwargs):
+                 on_error: str = "raise", flip_recognition: bool = False, **kwargs):
         if on_error not in ("raise", "return"):
             raise ValueError("on_error must be 'raise' or 'return'")
         single = not isinstance(inputs, (list, tuple))
@@ -99,7 +101,7 @@ class FaceAnalysisPipeline(Pipeline):
         keypoints = [face_keypoints] if single and face_keypoints is not None else face_keypoints
         boxes = [face_boxes] if single and face_boxes is not None else face_boxes
         results = self.analyse(images, batch_size, tasks, min_face_size, max_faces, keypoints, boxes,
-                               detector, score_threshold, mask_format, num_workers, on_error)
+                               detector, score_threshold, mask_format, num_workers, on_error, flip_recognition)
         return results[0] if single else results
 
     # ---- stages ------------------------------------------------------------------------------------------------
@@ -144,7 +146,7 @@ class FaceAnalysisPipeline(Pipeline):
         return out
 
     def analyse(self, images, batch_size, tasks, min_face_size, max_faces, keypoints, boxes, detector,
-                score_threshold, mask_format, num_workers, on_error):
+                score_threshold, mask_format, num_workers, on_error, flip_recognition=False):
         processor, model = self.image_processor, self.model
         for name, value in (("face_keypoints", keypoints), ("face_boxes", boxes)):
             if value is not None and len(value) != len(images):
@@ -184,7 +186,7 @@ class FaceAnalysisPipeline(Pipeline):
             aligned[i] = feature
         results: list = [[] for _ in images]
         order = [i for i in good if i in aligned]
-        self._run_batches(order, aligned, selected, batch_size, mask_format, results)
+        self._run_batches(order, aligned, selected, batch_size, mask_format, results, flip_recognition)
         for i, failure in failures.items():
             results[i] = {"error": str(failure), "input": failure.source or _source_name(images[i], i)}
         if getattr(model.config, "untrained", False):
@@ -199,7 +201,7 @@ class FaceAnalysisPipeline(Pipeline):
             return [t for t in config.tasks]
         return [config.get_task(name) for name in ([tasks] if isinstance(tasks, str) else tasks)]
 
-    def _run_batches(self, order, aligned, selected, batch_size, mask_format, results):
+    def _run_batches(self, order, aligned, selected, batch_size, mask_format, results, flip_recognition=False):
         model = self.model
         names = [t["name"] for t in selected]
         needs_small = any(t["input_size"] <= 112 for t in selected)
@@ -215,6 +217,12 @@ class FaceAnalysisPipeline(Pipeline):
                 outputs = model(
                     pixel_values=None if small is None else small.to(self.device, dtype),
                     dense_pixel_values=None if dense is None else dense.to(self.device, dtype), tasks=names)
+                recognition = [t["name"] for t in selected if t["readout"] == "embedding"]
+                if flip_recognition and recognition:
+                    # official verification protocol: embedding(face) + embedding(mirrored face), then normalise
+                    mirrored = model(pixel_values=small.flip(-1).to(self.device, dtype), tasks=recognition)
+                    for name in recognition:
+                        outputs.task_logits[name] = outputs.task_logits[name] + mirrored.task_logits[name]
             # Decode face by face against its own image's metadata.
             with self._stage("postprocess"):
                 self._decode_chunk(outputs, chunk, aligned, selected, mask_format, results)

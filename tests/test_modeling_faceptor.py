@@ -237,6 +237,7 @@ def test_preset_parameter_counts():
         (dict(), "give pixel_values"),
         (dict(pixel_values=torch.randn(1, 3, 112, 112), tasks=["parsing_tiny"]), "dense_pixel_values"),
         (dict(pixel_values=torch.randn(1, 3, 112, 112), tasks=["nope"]), "unknown task"),
+        (dict(pixel_values=torch.randn(1, 3, 112, 112), pixel_value=1), "unexpected arguments"),
     ],
 )
 def test_bad_inputs_name_the_problem(kwargs, message):
@@ -273,3 +274,13 @@ def test_torch_compile_full_graph(variant_config):
     with torch.no_grad():
         assert_outputs_close(compiled(pixel_values=x112, dense_pixel_values=x512),
                              model(pixel_values=x112, dense_pixel_values=x512), atol=1e-5)
+
+
+def test_model_accepts_processor_output_directly():
+    from faceptor_hf import FaceptorImageProcessor
+
+    model = build(tiny_config())
+    inputs = FaceptorImageProcessor()(torch.rand(3, 90, 120))
+    with torch.no_grad():
+        out = model(**inputs)
+    assert out.task_logits["parsing_tiny"].shape == (1, 3, 128, 128)

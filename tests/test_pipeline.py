@@ -184,3 +184,11 @@ def test_cli_shards_across_processes(checkpoint, tmp_path):
               for rank in (0, 1)]
     assert sorted(shards[0] + shards[1]) == sorted(str(p) for p in IMAGES.glob("*.*") if p.suffix != ".md")
     assert shards[0] and shards[1] and not set(shards[0]) & set(shards[1])
+
+
+def test_flip_recognition_sums_mirrored_embeddings(pipe):
+    image = str(IMAGES / "astronaut.png")
+    plain = pipe(image, tasks=["recog_ms1mv3"])[0]["tasks"]["recog_ms1mv3"]["embedding"]
+    flipped = pipe(image, tasks=["recog_ms1mv3"], flip_recognition=True)[0]["tasks"]["recog_ms1mv3"]["embedding"]
+    assert abs(np.linalg.norm(flipped) - 1) < 1e-4
+    assert 0.5 < float(np.dot(plain, flipped)) < 0.99999  # related to, but not the same as, the one-view embedding
