@@ -53,7 +53,7 @@ def build_pipeline(args):
         torch.manual_seed(0)
         config = FaceptorConfig.faceptor_base()
         config.untrained = True
-        model = FaceptorModel(config)
+        model = FaceptorModel(config).to(dtype)
         processor = FaceptorImageProcessor()
     elif args.model:
         hub = {"revision": args.revision, "local_files_only": args.local_files_only or None}

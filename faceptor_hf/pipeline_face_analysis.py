@@ -148,6 +148,7 @@ class FaceAnalysisPipeline(Pipeline):
     def analyse(self, images, batch_size, tasks, min_face_size, max_faces, keypoints, boxes, detector,
                 score_threshold, mask_format, num_workers, on_error, flip_recognition=False):
         processor, model = self.image_processor, self.model
+        selected = self._task_list(tasks)  # unknown task names fail before any decoding or detection
         for name, value in (("face_keypoints", keypoints), ("face_boxes", boxes)):
             if value is not None and len(value) != len(images):
                 raise FaceAnalysisError(f"{name} has {len(value)} entries for {len(images)} images")
@@ -165,7 +166,6 @@ class FaceAnalysisPipeline(Pipeline):
             with self._stage("detect"):
                 detected = self.detect([loaded[i] for i in good], detector, score_threshold, min_face_size, max_faces)
             faces = dict(zip(good, detected))
-        selected = self._task_list(tasks)
         # Align every face of every image, then run the model over face batches shared by all images.
         aligned = {}
         for i in good:
