@@ -121,9 +121,9 @@ def _safe_stem(name: str, used: set[str]) -> str:
 
 
 def analyze(args) -> int:
+    import PIL.Image
     from tqdm.auto import tqdm
 
-    from .image_loading import load_image
     from .visualization import draw_overlay
 
     rank, world, device = _shard()
@@ -162,11 +162,15 @@ def analyze(args) -> int:
     def flush():
         if not pending:
             return
-        results = pipe([image for _, image in pending], batch_size=args.batch_size, tasks=args.tasks,
-                       min_face_size=args.min_face_size, max_faces=args.max_faces, mask_format="rle",
-                       num_workers=args.num_workers, on_error="return", flip_recognition=args.flip_recognition)
+        # Decode once here (background threads) and hand the pixels to the pipeline and to the overlay; an image
+        # that fails to decode goes in as given, so the pipeline reports it under its own name.
+        decoded = pipe.load_images([image for _, image in pending], args.num_workers)
+        inputs = [image if isinstance(pixels, Exception) else pixels for (_, image), pixels in zip(pending, decoded)]
+        results = pipe(inputs, batch_size=args.batch_size, tasks=args.tasks, min_face_size=args.min_face_size,
+                       max_faces=args.max_faces, mask_format="rle", num_workers=args.num_workers, on_error="return",
+                       flip_recognition=args.flip_recognition)
         with open(jsonl, "a") as handle:
-            for (name, image), faces in zip(pending, results):
+            for (name, _), pixels, faces in zip(pending, decoded, results):
                 record = {"input": name}
                 if isinstance(faces, dict):
                     record["error"] = faces["error"]
@@ -185,9 +189,6 @@ def analyze(args) -> int:
                     with open(os.path.join(args.output_dir, stem + ".json"), "w") as out:
                         json.dump(record, out)
                     if not args.no_overlay:
-                        pixels = load_image(image, 0, pipe.image_processor.max_pixels)
-                        import PIL.Image
-
                         picture = PIL.Image.fromarray((pixels.permute(1, 2, 0).numpy() * 255 + 0.5).astype("uint8"))
                         draw_overlay(picture, faces, untrained=untrained).save(os.path.join(args.output_dir, stem + ".png"))
                 handle.write(json.dumps(record) + "\n")

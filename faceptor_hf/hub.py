@@ -42,11 +42,13 @@ def task_table(tasks: list[dict]) -> str:
     return "\n".join(rows)
 
 
-def render_model_card(config, repo_id: str | None = None) -> str | None:
-    """README.md for a pushed model: the template with this model's variant, repo id and task table."""
+def render_model_card(config, repo_id: str | None = None, tags: list[str] | None = None) -> str | None:
+    """README.md for a pushed model: the template with this model's variant, repo id, task table and extra tags."""
     text = template_text()
     if text is None:
         return None
+    if tags:
+        text = text.replace("\ntags:\n", "\ntags:\n" + "".join(f"  - {tag}\n" for tag in tags), 1)
     text = re.sub(r"<!-- tasks:start -->.*?<!-- tasks:end -->",
                   lambda _: "<!-- tasks:start -->\n" + task_table(config.tasks) + "\n<!-- tasks:end -->",
                   text, count=1, flags=re.S)

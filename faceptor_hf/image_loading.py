@@ -119,9 +119,9 @@ def load_image(image, index: int = 0, max_pixels: int = DEFAULT_MAX_PIXELS) -> t
         if image.size[0] * image.size[1] > max_pixels:
             raise ImageLoadError(f"{name}: {image.size[0]}x{image.size[1]} pixels exceeds the limit of {max_pixels:,}")
         array = pil_to_array(image)
-    elif (isinstance(image, torch.Tensor) and image.ndim == 3 and image.shape[0] == 3 and image.dtype == torch.float32
-          and image.shape[-1] > 4):
-        # Already decoded (3, H, W) float pixels, e.g. from a previous load: validate without copying to numpy.
+    elif isinstance(image, torch.Tensor) and image.ndim == 3 and image.shape[0] == 3 and image.dtype == torch.float32:
+        # (3, H, W) float pixels, torch's layout and what this function returns (so even a 1x1 image round-trips):
+        # validate without copying to numpy.
         if not torch.isfinite(image).all() or image.min() < 0 or image.max() > 1:
             raise ImageLoadError(f"{name}: float pixels must be finite and lie in [0, 1]")
         if image.shape[1] * image.shape[2] > max_pixels:

@@ -43,7 +43,7 @@ class FaceInputError(ValueError):
     """Face boxes or keypoints that cannot be used; the message names the image and face."""
 
 
-def _as_faces(value, name: str, index: int, width: int, shape: tuple) -> torch.Tensor | None:
+def _as_faces(value, name: str, index: int, shape: tuple) -> torch.Tensor | None:
     if value is None:
         return None
     tensor = torch.as_tensor(np.asarray(value, dtype=np.float64) if not isinstance(value, torch.Tensor) else value,
@@ -156,7 +156,12 @@ class FaceptorImageProcessor(BaseImageProcessor):
         for name, value in (("face_keypoints", keypoints), ("face_boxes", boxes)):
             if value is not None and len(value) != len(images):
                 raise FaceInputError(f"{name} has {len(value)} entries for {len(images)} images")
-        pixels = self.load(images)
+        return self.align(self.load(images), keypoints, boxes, return_pixel_values, return_dense_pixel_values, device)
+
+    def align(self, pixels: list[torch.Tensor], face_keypoints=None, face_boxes=None, return_pixel_values: bool = True,
+              return_dense_pixel_values: bool = True, device=None) -> BatchFeature:
+        """``preprocess`` for images already decoded by ``load`` ((3, H, W) float in [0, 1]); ``face_keypoints`` and
+        ``face_boxes`` are per-image lists here."""
         device = torch.device(device) if device is not None else torch.device("cpu")
         small_size = (self.size["height"], self.size["width"])
         dense_size = (self.dense_size["height"], self.dense_size["width"])
@@ -166,8 +171,8 @@ class FaceptorImageProcessor(BaseImageProcessor):
         for index, image in enumerate(pixels):
             height, width = image.shape[-2:]
             sizes.append((height, width))
-            kp = _as_faces(keypoints[index] if keypoints is not None else None, "face_keypoints", index, 5, (5, 2))
-            bx = _as_faces(boxes[index] if boxes is not None else None, "face_boxes", index, 4, (4,))
+            kp = _as_faces(face_keypoints[index] if face_keypoints is not None else None, "face_keypoints", index, (5, 2))
+            bx = _as_faces(face_boxes[index] if face_boxes is not None else None, "face_boxes", index, (4,))
             if kp is not None and bx is not None and len(kp) != len(bx):
                 raise FaceInputError(f"image {index}: {len(kp)} keypoint sets but {len(bx)} boxes")
             if bx is not None and len(bx):

@@ -552,28 +552,36 @@ class FaceptorPreTrainedModel(PreTrainedModel):
                 from .pipeline_face_analysis import FaceAnalysisPipeline
             except ImportError:  # a remote-code copy without the pipeline files
                 pass
-        if FaceAnalysisPipeline is not None:
-            self.config.custom_pipelines = {"face-analysis": {
-                "impl": "pipeline_face_analysis.FaceAnalysisPipeline", "pt": ["AutoModel"], "type": "image"}}
-        result = super().save_pretrained(save_directory, *args, **kwargs)
-        if FaceAnalysisPipeline is not None:
-            from transformers.dynamic_module_utils import custom_object_save
+        if FaceAnalysisPipeline is None:
+            return super().save_pretrained(save_directory, *args, **kwargs)
+        from transformers.dynamic_module_utils import custom_object_save
 
-            custom_object_save(FaceAnalysisPipeline, save_directory)
+        had, previous = hasattr(self.config, "custom_pipelines"), getattr(self.config, "custom_pipelines", None)
+        self.config.custom_pipelines = {"face-analysis": {
+            "impl": "pipeline_face_analysis.FaceAnalysisPipeline", "pt": ["AutoModel"], "type": "image"}}
+        try:
+            result = super().save_pretrained(save_directory, *args, **kwargs)
+        finally:  # only this save carries the entry; later local saves must not inherit it
+            if had:
+                self.config.custom_pipelines = previous
+            else:
+                del self.config.custom_pipelines
+        custom_object_save(FaceAnalysisPipeline, save_directory)
         return result
 
     def push_to_hub(self, repo_id: str, commit_message: str | None = None, private: bool | None = None, token=None,
                     revision: str | None = None, create_pr: bool = False, commit_description: str | None = None,
                     **kwargs):
-        """Upload weights, config, code (model, processor, pipeline) and a model card in ONE commit."""
-        kwargs.pop("tags", None)
+        """Upload weights, config, code (model, processor, pipeline) and a model card in ONE commit; ``tags`` are
+        added to the card's metadata."""
+        tags = kwargs.pop("tags", None)
         try:
             from .hub import push_folder, render_model_card
         except ImportError:
             return super().push_to_hub(repo_id, commit_message=commit_message, private=private, token=token,
                                        revision=revision, create_pr=create_pr, **kwargs)
         return push_folder(lambda folder: self.save_pretrained(folder, include_pipeline=True, **kwargs), repo_id,
-                           readme=render_model_card(self.config, repo_id), commit_message=commit_message,
+                           readme=render_model_card(self.config, repo_id, tags), commit_message=commit_message,
                            private=private, token=token, revision=revision, create_pr=create_pr,
                            commit_description=commit_description)
 

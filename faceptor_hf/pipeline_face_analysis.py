@@ -172,7 +172,7 @@ class FaceAnalysisPipeline(Pipeline):
             kp, bx, scores = faces[i]
             try:
                 with self._stage("align"):
-                    feature = processor.preprocess(
+                    feature = processor.align(
                         [loaded[i]], face_keypoints=[kp] if kp is not None else None,
                         face_boxes=[bx] if bx is not None else None, device=self.device)
             except (FaceInputError, ImageLoadError) as error:
@@ -228,13 +228,14 @@ class FaceAnalysisPipeline(Pipeline):
                 self._decode_chunk(outputs, chunk, aligned, selected, mask_format, results)
 
     def _decode_chunk(self, outputs, chunk, aligned, selected, mask_format, results):
-        processor = self.image_processor
-        for position, (i, f) in enumerate(chunk):
-            meta = {key: aligned[i][key][f:f + 1] for key in ("affine_matrices", "dense_affine_matrices",
-                                                              "face_boxes", "face_keypoints")}
-            meta["image_indices"] = torch.zeros(1, dtype=torch.long)
-            meta["original_sizes"] = aligned[i]["original_sizes"]
-            if "face_scores" in aligned[i]:
-                meta["face_scores"] = aligned[i]["face_scores"][f:f + 1]
-            one = type(outputs)(task_logits={k: v[position:position + 1] for k, v in outputs.task_logits.items()})
-            results[i].extend(processor.post_process_face_analysis(one, meta, selected, mask_format)[0])
+        """Decode a batch of faces from several images at once: each face becomes its own "image" entry carrying
+        its image's size, so one post-processing call serves the whole batch."""
+        meta = {key: torch.stack([aligned[i][key][f] for i, f in chunk])
+                for key in ("affine_matrices", "dense_affine_matrices", "face_boxes", "face_keypoints")}
+        meta["image_indices"] = torch.arange(len(chunk))
+        meta["original_sizes"] = torch.stack([aligned[i]["original_sizes"][0] for i, _ in chunk])
+        if all("face_scores" in aligned[i] for i, _ in chunk):
+            meta["face_scores"] = torch.stack([aligned[i]["face_scores"][f] for i, f in chunk])
+        decoded = self.image_processor.post_process_face_analysis(outputs, meta, selected, mask_format)
+        for (i, _), faces in zip(chunk, decoded):
+            results[i].extend(faces)

@@ -133,3 +133,9 @@ def test_box_partly_outside_is_padded(astronaut):
 def test_list_length_mismatch(astronaut):
     with pytest.raises(FaceInputError, match="2 entries for 1 images"):
         FaceptorImageProcessor()([astronaut], face_keypoints=[KEYPOINTS, KEYPOINTS])
+
+
+def test_decoded_images_round_trip_through_the_loader():
+    tiny = load_image(np.full((1, 1, 3), 255, dtype=np.uint8))
+    assert tiny.shape == (3, 1, 1)
+    assert torch.equal(load_image(tiny), tiny)

@@ -32,7 +32,7 @@ x512 = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
 with torch.no_grad():
     expected = model(pixel_values=x112, dense_pixel_values=x512).task_logits
 torch.save({{"x112": x112, "x512": x512, "expected": expected}}, {io!r})
-info = model.push_to_hub({repo!r}, revision={revision!r})
+info = model.push_to_hub({repo!r}, revision={revision!r}, tags=["faceptor-test-tag"])
 print("MODEL", info.oid)
 info = FaceptorImageProcessor().push_to_hub({repo!r}, revision={revision!r})
 print("PROCESSOR", info.oid)
@@ -93,6 +93,7 @@ def test_push_publishes_everything_in_single_commits(published):
     assert processor["auto_map"]["AutoImageProcessor"] == "image_processing_faceptor.FaceptorImageProcessor"
     card = files["README.md"].decode()
     assert card.startswith("---\n") and "pipeline_tag: image-feature-extraction" in card
+    assert "  - faceptor-test-tag\n" in card.split("\n---\n", 1)[0]
     assert f'"{REPO}"' in card or REPO in card
     assert "`parsing_celebam`" in card and "`align_aflw`" not in card  # this model's tasks, not the full list
     assert hub.commit_count(REPO) == 4  # model + processor on main, then on v1

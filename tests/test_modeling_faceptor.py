@@ -284,3 +284,14 @@ def test_model_accepts_processor_output_directly():
     with torch.no_grad():
         out = model(**inputs)
     assert out.task_logits["parsing_tiny"].shape == (1, 3, 128, 128)
+
+
+def test_pipeline_entry_is_only_in_the_save_that_asked_for_it(tmp_path):
+    import json
+
+    model = build(tiny_config())
+    model.save_pretrained(tmp_path / "release", include_pipeline=True)
+    model.save_pretrained(tmp_path / "local")
+    assert "custom_pipelines" in json.loads((tmp_path / "release" / "config.json").read_text())
+    assert (tmp_path / "release" / "pipeline_face_analysis.py").exists()
+    assert "custom_pipelines" not in json.loads((tmp_path / "local" / "config.json").read_text())
