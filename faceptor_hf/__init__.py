@@ -1,6 +1,7 @@
 """faceptor-hf: Faceptor (ECCV 2024) face perception for the Hugging Face stack.
 
-Importing the package registers ``faceptor`` with ``AutoConfig``, ``AutoModel`` and ``AutoImageProcessor``.
+Importing the package registers ``faceptor`` with ``AutoConfig``, ``AutoModel`` and ``AutoImageProcessor`` and the
+``face-analysis`` pipeline.
 """
 
 from transformers import AutoConfig, AutoImageProcessor, AutoModel
@@ -8,11 +9,12 @@ from transformers.pipelines import PIPELINE_REGISTRY
 
 from .configuration_faceptor import OFFICIAL_TASKS, FaceptorConfig, make_task
 from .image_processing_faceptor import FaceptorImageProcessor
-from .landmark_decoding import heatmap_centroids
 from .modeling_faceptor import FaceptorModel, FaceptorOutput, FaceptorPreTrainedModel
 from .pipeline_face_analysis import FaceAnalysisError, FaceAnalysisPipeline
+from .task_decoding import heatmap_centroids
+from .task_types import TASK_TYPES, FaceptorTask, TaskType, get_task_type, register_task_type
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 AutoConfig.register("faceptor", FaceptorConfig, exist_ok=True)
 AutoModel.register(FaceptorConfig, FaceptorModel, exist_ok=True)
@@ -35,7 +37,12 @@ __all__ = [
     "FaceptorModel",
     "FaceptorOutput",
     "FaceptorPreTrainedModel",
+    "FaceptorTask",
     "OFFICIAL_TASKS",
+    "TASK_TYPES",
+    "TaskType",
+    "get_task_type",
     "heatmap_centroids",
     "make_task",
+    "register_task_type",
 ]

@@ -6,25 +6,11 @@ new task is a config change. The presets reproduce the three released official m
 
 from __future__ import annotations
 
-import copy
-
 from transformers import PretrainedConfig
 
+from .task_types import FaceptorTask
+from .task_types import make_task as _make_task
 
-# Task types of the official code (the prefix of every official task name) and how each is read out.
-#   embedding: pooled last encoder layer -> face-recognition embedding (no decoder queries)
-#   value:     one logit per decoder query (age bins, attributes, expression classes)
-#   map:       one 4x-upsampled map per decoder query (parsing classes, landmark heatmaps)
-TASK_TYPE_READOUT = {
-    "recog": "embedding",
-    "age": "value",
-    "biattr": "value",
-    "affect": "value",
-    "parsing": "map",
-    "align": "map",
-}
-# Input-size group of each task type: identity/attribute tasks see 112x112 crops, dense tasks 512x512 crops.
-TASK_TYPE_INPUT_SIZE = {"recog": 112, "age": 112, "biattr": 112, "affect": 112, "parsing": 512, "align": 512}
 
 EXPRESSION_LABELS = ["neutral", "happy", "sad", "surprise", "fear", "disgust", "anger"]
 AGE_LABELS = [str(age) for age in range(101)]
@@ -73,56 +59,30 @@ FACEPTOR_FULL_TASKS = list(OFFICIAL_TASKS)
 LAYER_ATTENTION_LEVELS = [1, 3, 5, 7, 9]
 
 
-def task_type_of(name: str) -> str:
-    """Official naming rule: the task type is the prefix before the first underscore."""
-    return name.split("_", 1)[0]
+def make_task(name: str, **fields) -> FaceptorTask:
+    """Build one task entry (see ``task_types.make_task``); an official task name fills in its type and labels."""
+    return _make_task(name, official=OFFICIAL_TASKS.get(name), **fields)
 
 
-def make_task(name: str, type: str | None = None, num_queries: int | None = None,
-              labels: list[str] | None = None, input_size: int | None = None, readout: str | None = None,
-              embedding_size: int | None = None) -> dict:
-    """Build one task entry; missing fields come from the official task of that name or from its type.
-
-    A task dict has: ``name``, ``type``, ``readout`` (``embedding``/``value``/``map``), ``input_size`` (112 or 512),
-    ``num_queries`` (decoder queries = outputs; 0 for embeddings), ``labels`` (one name per output) and, for
-    embeddings, ``embedding_size``.
-    """
-    official = OFFICIAL_TASKS.get(name, {})
-    task_type = type or official.get("type") or task_type_of(name)
-    readout = readout or TASK_TYPE_READOUT.get(task_type)
-    if readout is None:
-        raise ValueError(
-            f"task {name!r}: unknown task type {task_type!r}; give readout='embedding'|'value'|'map' explicitly"
-        )
-    input_size = input_size or TASK_TYPE_INPUT_SIZE.get(task_type) or (512 if readout == "map" else 112)
-    task = {"name": name, "type": task_type, "readout": readout, "input_size": int(input_size)}
-    if readout == "embedding":
-        task["num_queries"] = 0
-        task["embedding_size"] = int(embedding_size or official.get("embedding_size", 512))
-        task["labels"] = []
-        return task
-    if labels is None and num_queries is not None and official.get("labels") is not None:
-        if len(official["labels"]) == num_queries:
-            labels = official["labels"]
-    if labels is None and num_queries is None:
-        labels = official.get("labels")
-    if labels is None:
-        if num_queries is None:
-            raise ValueError(f"task {name!r}: give num_queries or labels")
-        labels = _landmark_labels(num_queries) if task_type == "align" else [f"{task_type}_{i}" for i in range(num_queries)]
-    if num_queries is not None and num_queries != len(labels):
-        raise ValueError(f"task {name!r}: num_queries={num_queries} but {len(labels)} labels")
-    task["num_queries"] = len(labels)
-    task["labels"] = list(labels)
-    return task
+def _as_task(entry) -> FaceptorTask:
+    if isinstance(entry, FaceptorTask):
+        return entry
+    if isinstance(entry, str):
+        return make_task(entry)
+    if isinstance(entry, dict):
+        if "name" not in entry:
+            raise ValueError(f"a task entry needs a 'name', got {entry}")
+        return make_task(**entry)
+    raise TypeError(f"a task is an official task name, a dict or a FaceptorTask, got {type(entry).__name__}")
 
 
 class FaceptorConfig(PretrainedConfig):
     r"""Configuration of [`FaceptorModel`].
 
     Args:
-        tasks (`list[dict | str]`): ordered task list; a string is an official task name, a dict is passed to
-            [`make_task`]. Defaults to the 7 tasks of Faceptor-Base.
+        tasks (`list[str | dict | FaceptorTask]`): ordered task list; a string is an official task name, a dict is
+            passed to [`make_task`]. Stored as [`FaceptorTask`] objects (dicts in config.json). Defaults to the 7
+            tasks of Faceptor-Base.
         head_type (`str`): ``"faceptor"`` (shared transformer decoder with task queries) or ``"naive"`` (the
             paper's Naive Faceptor: one standardized head per task type).
         hidden_size, num_hidden_layers, num_attention_heads, intermediate_size, patch_size, layer_norm_eps,
@@ -207,7 +167,7 @@ class FaceptorConfig(PretrainedConfig):
         self.naive_pool_scales = list(naive_pool_scales) if naive_pool_scales is not None else [1, 2, 3, 6]
         self.initializer_range = initializer_range
         tasks = FACEPTOR_BASE_TASKS if tasks is None else tasks
-        self.tasks = [make_task(t) if isinstance(t, str) else make_task(**t) for t in tasks]
+        self.tasks = [_as_task(t) for t in tasks]
         super().__init__(**kwargs)
         self.validate()
 
@@ -215,7 +175,7 @@ class FaceptorConfig(PretrainedConfig):
         """Raise ``ValueError`` naming the first inconsistent field."""
         if self.head_type not in ("faceptor", "naive"):
             raise ValueError(f"head_type must be 'faceptor' or 'naive', got {self.head_type!r}")
-        names = [t["name"] for t in self.tasks]
+        names = [t.name for t in self.tasks]
         if not names:
             raise ValueError("tasks is empty: a Faceptor model needs at least one task")
         if len(set(names)) != len(names):
@@ -238,19 +198,17 @@ class FaceptorConfig(PretrainedConfig):
             if self.naive_value_hidden_size % 4:
                 raise ValueError("naive_value_hidden_size must be divisible by 4 (one quarter per level)")
         for task in self.tasks:
-            if task["readout"] not in ("embedding", "value", "map"):
-                raise ValueError(f"task {task['name']!r}: unknown readout {task['readout']!r}")
-            if task["readout"] != "embedding" and task["num_queries"] < 1:
-                raise ValueError(f"task {task['name']!r}: needs at least one query")
+            if task.readout != "embedding" and task.num_queries < 1:
+                raise ValueError(f"task {task.name!r}: needs at least one query")
 
     # ---- convenient views of the task list -------------------------------------------------------------------
     @property
     def task_names(self) -> list[str]:
-        return [t["name"] for t in self.tasks]
+        return [t.name for t in self.tasks]
 
-    def get_task(self, name: str) -> dict:
+    def get_task(self, name: str) -> FaceptorTask:
         for task in self.tasks:
-            if task["name"] == name:
+            if task.name == name:
                 return task
         raise KeyError(f"unknown task {name!r}; this model has {self.task_names}")
 
@@ -264,11 +222,11 @@ class FaceptorConfig(PretrainedConfig):
 
     @property
     def id2label_by_task(self) -> dict[str, dict[int, str]]:
-        return {t["name"]: dict(enumerate(t["labels"])) for t in self.tasks}
+        return {t.name: dict(enumerate(t.labels)) for t in self.tasks}
 
     def to_dict(self):
         output = super().to_dict()
-        output["tasks"] = copy.deepcopy(self.tasks)
+        output["tasks"] = [task.to_dict() for task in self.tasks]
         return output
 
     # ---- presets ----------------------------------------------------------------------------------------------
@@ -291,4 +249,4 @@ class FaceptorConfig(PretrainedConfig):
         return cls(tasks=FACEPTOR_BASE_TASKS, head_type="naive", **kwargs)
 
 
-__all__ = ["FaceptorConfig", "make_task", "OFFICIAL_TASKS"]
+__all__ = ["FaceptorConfig", "FaceptorTask", "make_task", "OFFICIAL_TASKS"]

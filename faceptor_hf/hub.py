@@ -1,8 +1,14 @@
-"""Publishing to the Hugging Face Hub: one atomic commit per push, with the model card rendered from
-``model_card.md`` (the repository's top-level card is the template).
+"""Publishing to the Hugging Face Hub: model, image processor, pipeline code and model card in ONE commit.
+
+    from faceptor_hf.hub import push_to_hub, save_release
+    push_to_hub("you/faceptor-base", model=model, processor=processor)
+    save_release("release/", model, processor)          # the same folder, locally
 
 A push writes everything into a temporary folder and uploads it as ONE commit, so a server failure mid-upload
-leaves the previous revision untouched; files of earlier pushes that the new one does not contain are kept.
+leaves the previous revision untouched; files of earlier pushes that the new one does not contain are kept. The
+card is rendered from ``model_card.md`` (the repository's top-level card is the template).
+
+Package-only code: no file a saved model ships imports this module, so publishing never travels with a model.
 """
 
 from __future__ import annotations
@@ -10,6 +16,8 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+
+from .task_types import get_task_type
 
 TEMPLATE_NAME = "model_card.md"
 EXAMPLE_REPO = "your-org/faceptor-base"
@@ -24,21 +32,13 @@ def template_text() -> str | None:
         return handle.read()
 
 
-def task_table(tasks: list[dict]) -> str:
+def task_table(tasks) -> str:
     """Markdown table of a model's tasks with their label maps."""
     rows = ["| task | type | input | outputs | labels |", "|---|---|---|---|---|"]
     for task in tasks:
-        if task["readout"] == "embedding":
-            outputs, labels = f"{task['embedding_size']}-d embedding", "—"
-        else:
-            outputs, names = str(task["num_queries"]), task["labels"]
-            if task["type"] == "align":
-                labels = f"{len(names)} landmarks (dataset order)"
-            elif task["type"] == "age":
-                labels = f"bins {names[0]} … {names[-1]} (years)"
-            else:
-                labels = ", ".join(names)
-        rows.append(f"| `{task['name']}` | {task['type']} | {task['input_size']} px | {outputs} | {labels} |")
+        outputs = f"{task.embedding_size}-d embedding" if task.readout == "embedding" else str(task.num_queries)
+        labels = get_task_type(task).describe_labels(task)
+        rows.append(f"| `{task.name}` | {task.type} | {task.input_size} px | {outputs} | {labels} |")
     return "\n".join(rows)
 
 
@@ -92,3 +92,53 @@ def push_folder(save, repo_id: str, readme: str | None = None, commit_message: s
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise PushError(f"push to {repo_id!r} failed while {stage}: {reason}. Nothing was committed: the "
                         "repository keeps its previous revision; run the push again.") from error
+
+
+PIPELINE_ENTRY = {"face-analysis": {"impl": "pipeline_face_analysis.FaceAnalysisPipeline", "pt": ["AutoModel"],
+                                    "type": "image"}}
+
+
+def save_release(folder, model=None, processor=None, include_pipeline: bool = True):
+    """Write a self-contained release folder: weights, config and model code; the processor's config and code; and,
+    with ``include_pipeline``, the face-analysis pipeline code plus a ``custom_pipelines`` entry, so
+    ``pipeline(model=folder_or_repo, trust_remote_code=True)`` works where faceptor_hf is not installed.
+
+    Local folders for use with this package are better saved with plain ``model.save_pretrained``: with the
+    pipeline entry transformers insists on remote code even where the package is installed."""
+    if model is None and processor is None:
+        raise ValueError("give a model, a processor, or both")
+    if model is not None:
+        config = model.config
+        had, previous = hasattr(config, "custom_pipelines"), getattr(config, "custom_pipelines", None)
+        if include_pipeline:
+            config.custom_pipelines = PIPELINE_ENTRY
+        try:
+            model.save_pretrained(folder)
+        finally:  # only this save carries the entry; later local saves must not inherit it
+            if had:
+                config.custom_pipelines = previous
+            elif hasattr(config, "custom_pipelines"):
+                del config.custom_pipelines
+        if include_pipeline:
+            from transformers.dynamic_module_utils import custom_object_save
+
+            from .pipeline_face_analysis import FaceAnalysisPipeline
+
+            custom_object_save(FaceAnalysisPipeline, folder)
+    if processor is not None:
+        processor.save_pretrained(folder)
+
+
+def push_to_hub(repo_id: str, model=None, processor=None, *, commit_message: str | None = None,
+                private: bool | None = None, token=None, revision: str | None = None, create_pr: bool = False,
+                commit_description: str | None = None, tags: list[str] | None = None, include_pipeline: bool = True):
+    """Upload a model and/or its processor (with their code, the pipeline code and, for a model, a rendered model
+    card whose metadata carries ``tags``) in ONE commit. Returns the ``CommitInfo``; raises ``PushError`` (nothing
+    committed) on failure."""
+    if model is None and processor is None:
+        raise ValueError("give a model, a processor, or both")
+    readme = render_model_card(model.config, repo_id, tags) if model is not None else None
+    what = " and ".join(name for name, item in (("model", model), ("image processor", processor)) if item is not None)
+    return push_folder(lambda folder: save_release(folder, model, processor, include_pipeline), repo_id,
+                       readme=readme, commit_message=commit_message or f"Upload {what}", private=private,
+                       token=token, revision=revision, create_pr=create_pr, commit_description=commit_description)

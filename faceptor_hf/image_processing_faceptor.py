@@ -13,9 +13,13 @@ requested device, with pixel-index coordinates (pixel centres at integers) throu
 
 from __future__ import annotations
 
+import difflib
+from typing import TypedDict
+
 import numpy as np
 import torch
 import torch.nn.functional as F
+from huggingface_hub.dataclasses import validate_typed_dict
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.image_processing_utils import BaseImageProcessor
 
@@ -33,7 +37,8 @@ from .face_alignment import (
     warp_faces,
 )
 from .image_loading import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
-from .landmark_decoding import heatmap_centroids
+from .task_decoding import MASK_FORMATS, decode_mask, encode_mask, parsing_labels, upsampled_mask_logits
+from .task_types import FaceptorTask, get_task_type, make_task
 
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
@@ -41,6 +46,41 @@ CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
 class FaceInputError(ValueError):
     """Face boxes or keypoints that cannot be used; the message names the image and face."""
+
+
+class FaceptorImageProcessorKwargs(TypedDict, total=False):
+    """Per-call options of ``FaceptorImageProcessor.preprocess`` / ``__call__`` (anything else is an error).
+
+    face_keypoints: per image (faces, 5, 2) XY points, or None.
+    face_boxes: per image (faces, 4) x1, y1, x2, y2, or None.
+    return_pixel_values / return_dense_pixel_values: build the 112-px / 512-px crops.
+    device: where to warp (e.g. the model's device).
+    return_tensors: ``"pt"`` (default) or ``"np"``.
+    """
+
+    face_keypoints: object
+    face_boxes: object
+    return_pixel_values: bool
+    return_dense_pixel_values: bool
+    device: str | torch.device | None
+    return_tensors: str | None
+
+
+RETURN_TENSORS = ("pt", "np")
+
+
+def check_options(options: dict, valid: type, where: str):
+    """Raise ``TypeError`` naming unknown keyword options (with the closest valid name) and the valid ones, then
+    type-check the known ones."""
+    names = list(valid.__annotations__)
+    unknown = [key for key in options if key not in names]
+    if unknown:
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, names, n=1)
+            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise TypeError(f"{where} got unknown option(s) {', '.join(hints)}; valid options: {', '.join(names)}")
+    validate_typed_dict(valid, options)
 
 
 def _as_faces(value, name: str, index: int, shape: tuple) -> torch.Tensor | None:
@@ -74,6 +114,7 @@ class FaceptorImageProcessor(BaseImageProcessor):
     """
 
     model_input_names = ["pixel_values", "dense_pixel_values"]
+    valid_kwargs = FaceptorImageProcessorKwargs
 
     def __init__(self, size=None, dense_size=None, image_mean=None, image_std=None, dense_image_mean=None,
                  dense_image_std=None, dense_face_scale=0.9, box_face_scale=0.8, max_image_size=4096,
@@ -89,17 +130,6 @@ class FaceptorImageProcessor(BaseImageProcessor):
         self.box_face_scale = box_face_scale
         self.max_image_size = max_image_size
         self.max_pixels = max_pixels
-
-    def push_to_hub(self, repo_id: str, commit_message: str | None = None, private: bool | None = None, token=None,
-                    revision: str | None = None, create_pr: bool = False, **kwargs):
-        """Upload preprocessor_config.json and the processing code in one commit; the model card is left alone."""
-        try:
-            from .hub import push_folder
-        except ImportError:
-            return super().push_to_hub(repo_id, commit_message=commit_message, private=private, token=token,
-                                       revision=revision, create_pr=create_pr, **kwargs)
-        return push_folder(self.save_pretrained, repo_id, commit_message=commit_message or "Upload image processor",
-                           private=private, token=token, revision=revision, create_pr=create_pr)
 
     # ---- geometry ----------------------------------------------------------------------------------------------
     def face_matrices(self, height: int, width: int, keypoints: torch.Tensor | None, boxes: torch.Tensor | None):
@@ -131,8 +161,10 @@ class FaceptorImageProcessor(BaseImageProcessor):
         """Decode every image to (3, H, W) float in [0, 1]; raises ``ImageLoadError`` naming the bad one."""
         return [load_image(image, index, self.max_pixels) for index, image in enumerate(images)]
 
-    def preprocess(self, images, face_keypoints=None, face_boxes=None, return_pixel_values: bool = True,
-                   return_dense_pixel_values: bool = True, device=None, return_tensors="pt", **kwargs) -> BatchFeature:
+    def __call__(self, images, **kwargs) -> BatchFeature:
+        return self.preprocess(images, **kwargs)
+
+    def preprocess(self, images, **kwargs) -> BatchFeature:
         """Align the faces of one image or a list of images.
 
         Args:
@@ -140,13 +172,21 @@ class FaceptorImageProcessor(BaseImageProcessor):
             face_keypoints: per image, (faces, 5, 2) XY points (left eye, right eye, nose, left/right mouth
                 corner as seen in the image) or None.
             face_boxes: per image, (faces, 4) x1, y1, x2, y2 or None. Used where keypoints are missing.
+            return_pixel_values, return_dense_pixel_values: which crops to build (default both).
             device: where to warp (e.g. the model's device).
+            return_tensors: ``"pt"`` (default) or ``"np"``.
+            Any other keyword raises ``TypeError`` naming it and the valid options.
 
         Returns:
             BatchFeature with ``pixel_values`` (F, 3, 112, 112), ``dense_pixel_values`` (F, 3, 512, 512),
             ``affine_matrices`` / ``dense_affine_matrices`` (F, 2, 3) float64 image->crop, ``image_indices`` (F,),
             ``original_sizes`` (N, 2) as (height, width), ``face_boxes`` (F, 4), ``face_keypoints`` (F, 5, 2).
         """
+        check_options(kwargs, FaceptorImageProcessorKwargs, "FaceptorImageProcessor")
+        face_keypoints, face_boxes = kwargs.get("face_keypoints"), kwargs.get("face_boxes")
+        return_tensors = kwargs.get("return_tensors", "pt")
+        if return_tensors not in RETURN_TENSORS and return_tensors is not None:
+            raise ValueError(f"return_tensors must be one of {list(RETURN_TENSORS)}, got {return_tensors!r}")
         single = not isinstance(images, (list, tuple))
         images = [images] if single else list(images)
         if not images:
@@ -156,7 +196,11 @@ class FaceptorImageProcessor(BaseImageProcessor):
         for name, value in (("face_keypoints", keypoints), ("face_boxes", boxes)):
             if value is not None and len(value) != len(images):
                 raise FaceInputError(f"{name} has {len(value)} entries for {len(images)} images")
-        return self.align(self.load(images), keypoints, boxes, return_pixel_values, return_dense_pixel_values, device)
+        features = self.align(self.load(images), keypoints, boxes, kwargs.get("return_pixel_values", True),
+                              kwargs.get("return_dense_pixel_values", True), kwargs.get("device"))
+        if return_tensors == "np":
+            return BatchFeature(data={key: value.cpu().numpy() for key, value in features.items()})
+        return features
 
     def align(self, pixels: list[torch.Tensor], face_keypoints=None, face_boxes=None, return_pixel_values: bool = True,
               return_dense_pixel_values: bool = True, device=None) -> BatchFeature:
@@ -234,29 +278,38 @@ class FaceptorImageProcessor(BaseImageProcessor):
                                      f"{width}x{height} image")
 
     # ---- post-processing ---------------------------------------------------------------------------------------
-    def post_process_face_analysis(self, outputs, inputs, tasks: list[dict], mask_format: str = "list",
+    def post_process_face_analysis(self, outputs, inputs, tasks, mask_format: str = "list",
                                    num_images: int | None = None) -> list[list[dict]]:
         """Decode raw model outputs into per-image lists of faces, in original image pixels.
 
         Args:
             outputs: [`FaceptorOutput`] of the faces in ``inputs``.
             inputs: the BatchFeature this processor returned (matrices, image indices, sizes, boxes, keypoints).
-            tasks: the model config's task dicts (``model.config.tasks``).
+            tasks: the model's config (``model.config``) or its task list (``model.config.tasks``).
             mask_format: parsing masks as ``"list"`` (nested lists, JSON-ready), ``"numpy"`` (uint8 array) or
                 ``"rle"`` ({"size": [H, W], "counts": [...]} runs of (value, length) in row-major order).
 
-        Per face: ``box``, ``keypoints`` and ``tasks``: recognition -> ``embedding`` (L2-normalised); age ->
-        ``age`` (expectation over sigmoid-normalised bins); attributes -> name: probability; expression ->
-        ``label`` and ``scores``; landmarks -> ``points`` (N x 2); parsing -> ``mask`` + ``labels``.
+        Per face: ``box``, ``keypoints``, ``score`` (when detected) and ``tasks``: name -> result with ``type``
+        and the fields of that task type (see README "Output format"); ``untrained: True`` when the outputs came
+        from random weights.
         """
-        logits = outputs.task_logits
+        if mask_format not in MASK_FORMATS:
+            raise ValueError(f"mask_format must be one of {list(MASK_FORMATS)}, got {mask_format!r}")
+        by_name = {task.name: task for task in _task_list(tasks)}
+        missing = [name for name in outputs.task_logits if name not in by_name]
+        if missing:
+            raise KeyError(f"outputs hold tasks {missing} that are not in the given task list {list(by_name)}")
         indices = inputs["image_indices"].tolist()
         sizes = inputs["original_sizes"].tolist()
         count = num_images if num_images is not None else len(sizes)
         results: list[list[dict]] = [[] for _ in range(count)]
-        by_name = {t["name"]: t for t in tasks}
-        decoded = {name: self._decode_task(by_name[name], value, inputs, sizes, indices, mask_format)
-                   for name, value in logits.items()}
+        landmarks = outputs.landmarks or {}
+        decoded = {}
+        for name, raw in outputs.task_logits.items():
+            task = by_name[name]
+            formatted = self._decode_task(task, raw.detach(), inputs, sizes, indices, mask_format, landmarks.get(name))
+            decoded[name] = [{"type": task.type, **result} for result in formatted]
+        untrained = bool(getattr(outputs, "untrained", None))
         for face, image_index in enumerate(indices):
             entry = {
                 "box": [round(v, 2) for v in inputs["face_boxes"][face].tolist()],
@@ -265,81 +318,53 @@ class FaceptorImageProcessor(BaseImageProcessor):
             }
             if "face_scores" in inputs:
                 entry["score"] = round(float(inputs["face_scores"][face]), 4)
+            if untrained:
+                entry["untrained"] = True
             results[image_index].append(entry)
         return results
 
-    def _decode_task(self, task, value, inputs, sizes, indices, mask_format) -> list[dict]:
-        kind = task["type"]
-        if task["readout"] == "map" and kind != "align":
-            # Parsing maps are warped back on their own device (the model's); only the uint8 mask comes back.
-            dense = inputs["dense_affine_matrices"]
-            crop = (self.dense_size["height"], self.dense_size["width"])
-            value = value.detach().float()
-            return [self._parsing_mask(value[face], dense[face], sizes[indices[face]], crop, task.get("labels", []),
-                                       mask_format) for face in range(value.shape[0])]
-        value = value.detach().float().cpu()
-        labels = task.get("labels", [])
-        if task["readout"] == "embedding":
-            return [{"embedding": [round(v, 6) for v in row]} for row in F.normalize(value, dim=-1).tolist()]
-        if task["readout"] == "value":
-            if kind == "age":
-                weights = torch.sigmoid(value)
-                weights = weights / weights.sum(-1, keepdim=True)
-                ages = (weights * torch.arange(value.shape[-1], dtype=torch.float32)).sum(-1)
-                return [{"age": round(a, 2)} for a in ages.tolist()]
-            if kind == "biattr":
-                return [{"attributes": {n: round(p, 4) for n, p in zip(labels, row)}}
-                        for row in torch.sigmoid(value).tolist()]
-            if kind == "affect":
-                scores = value.softmax(-1)
-                return [{"label": labels[int(row.argmax())], "scores": {n: round(p, 4) for n, p in zip(labels, row.tolist())}}
-                        for row in scores]
-            return [{"logits": [round(v, 5) for v in row]} for row in value.tolist()]
-        # landmark heatmaps: official centroid decoding, then back through the inverse dense alignment
-        crop = (self.dense_size["height"], self.dense_size["width"])
-        normalised = heatmap_centroids(value).double()
-        crop_points = normalised * torch.tensor([crop[1], crop[0]], dtype=torch.float64) - 0.5
-        points = transform_points(invert_affine(inputs["dense_affine_matrices"]), crop_points)
-        return [{"points": [[round(x, 2), round(y, 2)] for x, y in face]} for face in points.tolist()]
+    def _decode_task(self, task: FaceptorTask, raw, inputs, sizes, indices, mask_format, normalized_points):
+        """One task's raw outputs for all faces -> one formatted result per face, in image space."""
+        task_type = get_task_type(task)
+        dense = task.model_input == "dense_pixel_values"
+        size = self.dense_size if dense else self.size
+        crop = (size["height"], size["width"])
+        matrices = inputs["dense_affine_matrices" if dense else "affine_matrices"]
+        if task_type.spatial == "mask":
+            # Logits are warped back on their own device (the model's) before the argmax, as the official evaluation
+            # does; only the uint8 mask comes back to the CPU.
+            masks = [self._image_labels(raw[face], matrices[face], sizes[indices[face]], crop)
+                     for face in range(raw.shape[0])]
+            return [task_type.format(task, {"labels": mask[None]}, mask_format)[0] for mask in masks]
+        decoded = task_type.decode(task, raw, crop_size=crop, normalized_points=normalized_points)
+        if task_type.spatial == "points":
+            crop_points = decoded["points"].double().cpu()
+            decoded = dict(decoded, points=transform_points(invert_affine(matrices), crop_points))
+        return task_type.format(task, decoded, mask_format)
 
     @staticmethod
-    def _parsing_mask(face_logits, matrix, image_size, crop, labels, mask_format) -> dict:
-        """Crop-space logits (C, h, w) -> image-size class mask: upsample to the crop size, warp back (bilinear, on
-        logits, as the official evaluation does), argmax; outside the crop is background (0)."""
+    def _image_labels(face_logits, matrix, image_size, crop) -> torch.Tensor:
+        """Crop-space logits (C, h, w) -> (H, W) uint8 class mask of the image: upsample to the crop size, warp back
+        (bilinear, on logits), argmax; outside the crop is background (0)."""
         height, width = image_size
-        mask = np.zeros((height, width), dtype=np.uint8)
+        mask = torch.zeros((height, width), dtype=torch.uint8)
         region = crop_footprint(matrix, crop, (height, width))
         if region is not None:
-            upsampled = F.interpolate(face_logits[None], size=crop, mode="bilinear", align_corners=False)[0]
+            upsampled = upsampled_mask_logits(face_logits[None], crop)[0]
             x0, y0, x1, y1 = region
             restored = unwarp_map(upsampled, matrix.to(upsampled.device), region)
-            mask[y0:y1, x0:x1] = restored.argmax(0).to(torch.uint8).cpu().numpy()
-        return {"mask": encode_mask(mask, mask_format), "labels": list(labels)}
-
-
-def encode_mask(mask: np.ndarray, mask_format: str):
-    if mask_format == "numpy":
+            mask[y0:y1, x0:x1] = parsing_labels(restored).to(torch.uint8).cpu()
         return mask
-    if mask_format == "list":
-        return mask.tolist()
-    if mask_format == "rle":
-        flat = mask.reshape(-1)
-        change = np.flatnonzero(np.diff(flat)) + 1
-        starts = np.concatenate([[0], change])
-        lengths = np.diff(np.concatenate([starts, [flat.size]]))
-        return {"size": list(mask.shape), "counts": [[int(flat[s]), int(n)] for s, n in zip(starts, lengths)]}
-    raise ValueError(f"mask_format must be 'list', 'numpy' or 'rle', got {mask_format!r}")
 
 
-def decode_mask(encoded) -> np.ndarray:
-    """Inverse of ``encode_mask`` for any of its formats."""
-    if isinstance(encoded, np.ndarray):
-        return encoded
-    if isinstance(encoded, dict):
-        flat = np.concatenate([np.full(n, v, dtype=np.uint8) for v, n in encoded["counts"]]) if encoded["counts"] \
-            else np.zeros(0, dtype=np.uint8)
-        return flat.reshape(encoded["size"])
-    return np.asarray(encoded, dtype=np.uint8)
+def _task_list(tasks) -> list[FaceptorTask]:
+    """A config, a list of FaceptorTask, or a list of task dicts (older callers) -> list of FaceptorTask."""
+    tasks = getattr(tasks, "tasks", tasks)
+    # Remote code may load the model's and the processor's files as two module copies, each with its own
+    # FaceptorTask class: convert through the dict form rather than trusting isinstance.
+    return [task if isinstance(task, FaceptorTask) else make_task(**(task.to_dict() if hasattr(task, "to_dict")
+                                                                     else task)) for task in tasks]
 
 
-__all__ = ["FaceptorImageProcessor", "FaceInputError", "CLIP_MEAN", "CLIP_STD", "encode_mask", "decode_mask"]
+__all__ = ["FaceptorImageProcessor", "FaceptorImageProcessorKwargs", "FaceInputError", "CLIP_MEAN", "CLIP_STD",
+           "encode_mask", "decode_mask"]

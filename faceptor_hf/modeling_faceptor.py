@@ -20,7 +20,8 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput
 
 from .configuration_faceptor import FaceptorConfig
-from .landmark_decoding import heatmap_centroids
+from .task_decoding import heatmap_centroids
+from .task_types import FaceptorTask, get_task_type
 
 
 @dataclass
@@ -35,21 +36,21 @@ class FaceptorOutput(ModelOutput):
             parsing (B, C, 4S, 4S) mask logits before upsampling to the crop size; landmarks (B, N, 4S, 4S)
             heatmap logits before the sigmoid.
         landmarks: landmark task name -> (B, N, 2) XY points in [0, 1] of the dense crop, decoded from the heatmaps
-            with the official sigmoid-weighted centroid (pixel = value * crop_size - 0.5).
+            with the official sigmoid-weighted centroid (``task_decoding.heatmap_centroids``; crop pixel =
+            value * crop_size - 0.5).
+        hidden_states: with ``output_hidden_states``, the encoder states of ``pixel_values``: the embeddings after
+            the pre-norm, then the output of every block, each (B, 1 + S*S, D) with the class token first.
+        dense_hidden_states: the same for ``dense_pixel_values``.
+        untrained: True when the weights are random (never trained or loaded), so every consumer of the output
+            (processor, pipeline, CLI) can flag its results; None otherwise.
     """
 
     loss: torch.FloatTensor | None = None
     task_logits: dict[str, torch.Tensor] | None = None
     landmarks: dict[str, torch.Tensor] | None = None
-
-
-def _use_inference_cache() -> bool:
-    # Cached tensors are only valid where no autograd graph needs them and no compiler is tracing.
-    return not torch.is_grad_enabled() and not torch.compiler.is_compiling()
-
-
-def _versions(*tensors: torch.Tensor) -> tuple:
-    return tuple(t._version for t in tensors)
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    dense_hidden_states: tuple[torch.Tensor, ...] | None = None
+    untrained: bool | None = None
 
 
 def eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
@@ -135,28 +136,19 @@ class FaceptorEncoderEmbeddings(nn.Module):
                                          stride=config.patch_size, bias=False)
         self.class_embedding = nn.Parameter(torch.zeros(config.hidden_size))
         self.position_embedding = nn.Parameter(torch.zeros(1 + config.position_grid_size**2, config.hidden_size))
-        self._cache: dict = {}
 
     def resized_position_embedding(self, grid: tuple[int, int], dtype: torch.dtype) -> torch.Tensor:
         """(1 + Sh*Sw, D): class row kept, patch rows resized bicubically (align_corners=False, no antialias) in fp32,
-        exactly as the official model does at every forward; cached at inference since it depends on weights only."""
+        exactly as the official model does at every forward. Rebuilt every call: it costs well under 1 % of a
+        batch-1 forward (benchmarks/benchmark_position_cache.py), so a cache would not pay for its invalidation."""
         table = self.position_embedding
-        key = (grid, dtype, table.device)
-        use_cache = _use_inference_cache()
-        if use_cache:
-            hit = self._cache.get(key)
-            if hit is not None and hit[0] == _versions(table):
-                return hit[1]
         size = self.config.position_grid_size
         # Half-precision tables are resized in fp32 like the fp32-trained original; fp32/fp64 stay as they are.
         work = table if table.dtype in (torch.float32, torch.float64) else table.float()
         patches = work[1:].reshape(1, size, size, -1).permute(0, 3, 1, 2)
         if tuple(grid) != (size, size):
             patches = F.interpolate(patches, size=grid, mode="bicubic", align_corners=False)
-        resized = torch.cat([work[:1], patches.flatten(2)[0].t()], dim=0).to(dtype)
-        if use_cache:
-            self._cache[key] = (_versions(table), resized)
-        return resized
+        return torch.cat([work[:1], patches.flatten(2)[0].t()], dim=0).to(dtype)
 
     def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """pixel_values (B, 3, H, W) -> tokens (B, 1 + Sh*Sw, D) and the grid (Sh, Sw)."""
@@ -207,17 +199,24 @@ class FaceptorVisionEncoder(nn.Module):
         rates = [config.drop_path_rate * index / last for index in range(config.num_hidden_layers)]
         self.layers = nn.ModuleList(FaceptorEncoderLayer(config, rate) for rate in rates)
 
-    def forward(self, pixel_values: torch.Tensor, levels) -> tuple[dict[int, torch.Tensor], tuple[int, int]]:
-        """pixel_values (B, 3, H, W) -> ({level: patch tokens (B, Sh*Sw, D)}, (Sh, Sw)); CLS dropped, no final norm."""
+    def forward(self, pixel_values: torch.Tensor, levels, output_hidden_states: bool = False):
+        """pixel_values (B, 3, H, W) -> ({level: patch tokens (B, Sh*Sw, D)}, (Sh, Sw), hidden states or None).
+
+        Features drop the class token and get no final norm. The encoder stops after the deepest requested level
+        unless ``output_hidden_states`` asks for every block: then the third value is the tuple (embeddings after
+        the pre-norm, block 0, ..., block L-1), each (B, 1 + Sh*Sw, D)."""
         hidden_states, grid = self.embeddings(pixel_values)
         hidden_states = self.pre_layernorm(hidden_states)
         wanted = set(levels)
-        features = {}
-        for index, layer in enumerate(self.layers[: max(wanted) + 1]):
+        depth = len(self.layers) if output_hidden_states or not wanted else max(wanted) + 1
+        features, all_states = {}, [hidden_states] if output_hidden_states else None
+        for index, layer in enumerate(self.layers[:depth]):
             hidden_states = layer(hidden_states)
             if index in wanted:
                 features[index] = hidden_states[:, 1:]
-        return features, grid
+            if all_states is not None:
+                all_states.append(hidden_states)
+        return features, grid, tuple(all_states) if all_states is not None else None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -284,11 +283,11 @@ class FaceptorQueryDecoder(nn.Module):
         super().__init__()
         self.config = config
         hidden = config.decoder_hidden_size
-        query_tasks = [t for t in config.tasks if t["readout"] != "embedding"]
+        query_tasks = [t for t in config.tasks if t.readout != "embedding"]
         self.query_content = nn.ParameterDict(
-            {t["name"]: nn.Parameter(torch.zeros(t["num_queries"], hidden)) for t in query_tasks})
+            {t.name: nn.Parameter(torch.zeros(t.num_queries, hidden)) for t in query_tasks})
         self.query_position = nn.ParameterDict(
-            {t["name"]: nn.Parameter(torch.zeros(t["num_queries"], hidden)) for t in query_tasks})
+            {t.name: nn.Parameter(torch.zeros(t.num_queries, hidden)) for t in query_tasks})
         self.level_projections = nn.ModuleList(nn.Linear(config.hidden_size, hidden) for _ in config.decoder_levels)
         self.level_embeddings = nn.Parameter(torch.zeros(len(config.decoder_levels), hidden))
         if config.layer_attention_levels:
@@ -297,7 +296,6 @@ class FaceptorQueryDecoder(nn.Module):
             self.layer_attention_embeddings = nn.Parameter(torch.zeros(len(config.layer_attention_levels), hidden))
         self.position_mlp = FaceptorPositionMLP(hidden)
         self.layers = nn.ModuleList(FaceptorDecoderLayer(config) for _ in range(config.decoder_num_layers))
-        self._cache: dict = {}
 
     @property
     def levels(self) -> list[int]:
@@ -312,15 +310,6 @@ class FaceptorQueryDecoder(nn.Module):
 
     def memory_positions(self, grid, dtype, device) -> torch.Tensor:
         """(1, M, H): sine anchor code through the position MLP, plus each level's embedding, levels concatenated."""
-        params = [p for p in self.position_mlp.parameters()] + [self.level_embeddings]
-        if self.config.layer_attention_levels:
-            params.append(self.layer_attention_embeddings)
-        key = (tuple(grid), dtype, device)
-        use_cache = _use_inference_cache()
-        if use_cache:
-            hit = self._cache.get(("pos",) + key)
-            if hit is not None and hit[0] == _versions(*params):
-                return hit[1]
         hidden = self.config.decoder_hidden_size
         anchors = anchor_sine_code(grid, hidden // 2, device).to(self.position_mlp.fc1.weight.dtype)
         anchors = self.position_mlp(anchors)
@@ -328,26 +317,16 @@ class FaceptorQueryDecoder(nn.Module):
         if self.config.layer_attention_levels:
             embeddings.append(self.layer_attention_embeddings)
         embeddings = torch.cat(embeddings, dim=0)
-        positions = (anchors[None] + embeddings[:, None]).flatten(0, 1)[None].to(dtype)
-        if use_cache:
-            self._cache[("pos",) + key] = (_versions(*params), positions)
-        return positions
+        return (anchors[None] + embeddings[:, None]).flatten(0, 1)[None].to(dtype)
 
     def self_attention_mask(self, sizes: tuple[int, ...], dtype, device) -> torch.Tensor | None:
         """(1, 1, Q, Q) additive block-diagonal mask for several tasks in one pass (None for a single task)."""
         if len(sizes) < 2:
             return None
-        key = ("mask", sizes, dtype, device)
-        hit = self._cache.get(key)
-        if hit is not None:
-            return hit
         owner = torch.cat([torch.full((size,), task, device=device) for task, size in enumerate(sizes)])
         blocked = owner[:, None] != owner[None, :]
         mask = torch.zeros(blocked.shape, dtype=dtype, device=device).masked_fill(blocked, torch.finfo(dtype).min)
-        mask = mask[None, None]
-        if not torch.compiler.is_compiling():
-            self._cache[key] = mask
-        return mask
+        return mask[None, None]
 
     def forward(self, features: dict[int, torch.Tensor], grid, task_names: list[str]):
         """features {level: (B, S*S, D)} -> (queries (B, sum Q, H), pixel source (B, S*S, H) = projected first level).
@@ -457,7 +436,7 @@ class FaceptorNaiveValueHead(nn.Module):
         self.fc1 = nn.Linear(c, c)
         self.fc2 = nn.Linear(c, c)
         self.dropout = nn.Dropout(0.5)
-        self.classifiers = nn.ModuleDict({t["name"]: nn.Linear(c, t["num_queries"]) for t in tasks})
+        self.classifiers = nn.ModuleDict({t.name: nn.Linear(c, t.num_queries) for t in tasks})
 
     def trunk(self, maps: list[torch.Tensor]) -> torch.Tensor:
         """4 maps (B, D, S, S) -> (B, C)."""
@@ -499,9 +478,9 @@ class FaceptorNaiveDenseHead(nn.Module):
         self.fpn_convs = nn.ModuleList(FaceptorConvNormAct(c, c, 3) for _ in range(3))
         self.fpn_bottleneck = FaceptorConvNormAct(4 * c, c, 3)
         self.dropout = nn.Dropout2d(0.1)
-        self.classifier = nn.Conv2d(c, sum(t["num_queries"] for t in tasks), 1)
-        bounds = list(itertools.accumulate([0] + [t["num_queries"] for t in tasks]))
-        self.task_slices = {t["name"]: (bounds[i], bounds[i + 1]) for i, t in enumerate(tasks)}
+        self.classifier = nn.Conv2d(c, sum(t.num_queries for t in tasks), 1)
+        bounds = list(itertools.accumulate([0] + [t.num_queries for t in tasks]))
+        self.task_slices = {t.name: (bounds[i], bounds[i + 1]) for i, t in enumerate(tasks)}
 
     def forward(self, maps: list[torch.Tensor]) -> torch.Tensor:
         """4 maps (B, D, S, S) -> (B, total outputs, 4S, 4S) logits."""
@@ -538,52 +517,31 @@ class FaceptorPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["FaceptorEncoderLayer", "FaceptorDecoderLayer"]
     _supports_sdpa = True
     _supports_flash_attn = True
-    _supports_flex_attn = True
+    # flex_attention is not claimed: on CPU (torch 2.13) it crashes the process; eager and SDPA are tested.
+    _supports_flex_attn = False
     _supports_attention_backend = True
 
-    def save_pretrained(self, save_directory, *args, include_pipeline: bool = False, **kwargs):
-        """``include_pipeline=True`` (used by ``push_to_hub``) also ships the face-analysis pipeline code and a
-        ``custom_pipelines`` entry, so `pipeline(model=repo, trust_remote_code=True)` works where faceptor_hf is not
-        installed. Local folders leave it out: with it, transformers insists on remote code even when the package
-        is installed and registers the pipeline itself."""
-        FaceAnalysisPipeline = None
-        if include_pipeline:
-            try:
-                from .pipeline_face_analysis import FaceAnalysisPipeline
-            except ImportError:  # a remote-code copy without the pipeline files
-                pass
-        if FaceAnalysisPipeline is None:
-            return super().save_pretrained(save_directory, *args, **kwargs)
-        from transformers.dynamic_module_utils import custom_object_save
+    _can_compile_fullgraph = True
 
-        had, previous = hasattr(self.config, "custom_pipelines"), getattr(self.config, "custom_pipelines", None)
-        self.config.custom_pipelines = {"face-analysis": {
-            "impl": "pipeline_face_analysis.FaceAnalysisPipeline", "pt": ["AutoModel"], "type": "image"}}
-        try:
-            result = super().save_pretrained(save_directory, *args, **kwargs)
-        finally:  # only this save carries the entry; later local saves must not inherit it
-            if had:
-                self.config.custom_pipelines = previous
-            else:
-                del self.config.custom_pipelines
-        custom_object_save(FaceAnalysisPipeline, save_directory)
+    # ---- untrained (random) weights ------------------------------------------------------------------------------
+    # A model built from a config has random weights until it is trained or loaded. That fact travels with the
+    # model (and into config.json when such a model is saved), so every result computed from random weights can be
+    # flagged, whatever path produced it.
+    @property
+    def is_untrained(self) -> bool:
+        """True while the weights are random: set on construction, cleared by ``from_pretrained`` (unless the saved
+        model was itself untrained), ``load_state_dict``, or by assigning False (e.g. after training)."""
+        return bool(getattr(self, "_untrained", False))
+
+    @is_untrained.setter
+    def is_untrained(self, value: bool):
+        self._untrained = bool(value)
+        self.config.untrained = bool(value)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        self.is_untrained = False
         return result
-
-    def push_to_hub(self, repo_id: str, commit_message: str | None = None, private: bool | None = None, token=None,
-                    revision: str | None = None, create_pr: bool = False, commit_description: str | None = None,
-                    **kwargs):
-        """Upload weights, config, code (model, processor, pipeline) and a model card in ONE commit; ``tags`` are
-        added to the card's metadata."""
-        tags = kwargs.pop("tags", None)
-        try:
-            from .hub import push_folder, render_model_card
-        except ImportError:
-            return super().push_to_hub(repo_id, commit_message=commit_message, private=private, token=token,
-                                       revision=revision, create_pr=create_pr, **kwargs)
-        return push_folder(lambda folder: self.save_pretrained(folder, include_pipeline=True, **kwargs), repo_id,
-                           readme=render_model_card(self.config, repo_id, tags), commit_message=commit_message,
-                           private=private, token=token, revision=revision, create_pr=create_pr,
-                           commit_description=commit_description)
 
     @torch.no_grad()
     def _init_weights(self, module):
@@ -644,10 +602,11 @@ class FaceptorModel(FaceptorPreTrainedModel):
 
     def __init__(self, config: FaceptorConfig):
         super().__init__(config)
+        saved_flag = bool(getattr(config, "untrained", False))
         self.encoder = FaceptorVisionEncoder(config)
-        by_readout = {r: [t for t in config.tasks if t["readout"] == r] for r in ("embedding", "value", "map")}
+        by_readout = {r: [t for t in config.tasks if t.readout == r] for r in ("embedding", "value", "map")}
         self.recognition_heads = nn.ModuleDict(
-            {t["name"]: FaceptorRecognitionHead(config, t["embedding_size"]) for t in by_readout["embedding"]})
+            {t.name: FaceptorRecognitionHead(config, t.embedding_size) for t in by_readout["embedding"]})
         if config.head_type == "faceptor":
             if by_readout["value"] or by_readout["map"]:
                 self.decoder = FaceptorQueryDecoder(config)
@@ -658,13 +617,21 @@ class FaceptorModel(FaceptorPreTrainedModel):
         else:
             self.naive_value_heads = nn.ModuleDict()
             self.naive_dense_heads = nn.ModuleDict()
-            for task_type in dict.fromkeys(t["type"] for t in by_readout["value"]):
+            for task_type in dict.fromkeys(t.type for t in by_readout["value"]):
                 self.naive_value_heads[task_type] = FaceptorNaiveValueHead(
-                    config, [t for t in by_readout["value"] if t["type"] == task_type])
-            for task_type in dict.fromkeys(t["type"] for t in by_readout["map"]):
+                    config, [t for t in by_readout["value"] if t.type == task_type])
+            for task_type in dict.fromkeys(t.type for t in by_readout["map"]):
                 self.naive_dense_heads[task_type] = FaceptorNaiveDenseHead(
-                    config, [t for t in by_readout["map"] if t["type"] == task_type])
+                    config, [t for t in by_readout["map"] if t.type == task_type])
         self.post_init()
+        self.is_untrained = True
+        self._untrained_in_saved_config = saved_flag
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        model = super().from_pretrained(*args, **kwargs)
+        model.is_untrained = model._untrained_in_saved_config
+        return model
 
     # -- input checks ---------------------------------------------------------------------------------------------
     def _check_pixels(self, name: str, pixels: torch.Tensor):
@@ -682,117 +649,122 @@ class FaceptorModel(FaceptorPreTrainedModel):
             raise TypeError(f"{name} must be a normalised floating-point tensor, got {pixels.dtype}; "
                             "use FaceptorImageProcessor to turn images into model inputs")
 
-    def _select_tasks(self, tasks, pixel_values, dense_pixel_values) -> list[dict]:
-        if pixel_values is None and dense_pixel_values is None:
+    def _select_tasks(self, tasks, inputs: dict[str, torch.Tensor | None]) -> list[FaceptorTask]:
+        if all(pixels is None for pixels in inputs.values()):
             raise ValueError("give pixel_values (112-px tasks) and/or dense_pixel_values (512-px tasks)")
         if tasks is None:
-            available = {112: pixel_values is not None, 512: dense_pixel_values is not None}
-            return [t for t in self.config.tasks if available.get(self._group(t), False)]
+            return [t for t in self.config.tasks if inputs.get(t.model_input) is not None]
         if isinstance(tasks, str):
             tasks = [tasks]
         selected = []
         for name in tasks:
             task = self.config.get_task(name)
-            needed = "pixel_values" if self._group(task) == 112 else "dense_pixel_values"
-            if (pixel_values if needed == "pixel_values" else dense_pixel_values) is None:
-                raise ValueError(f"task {name!r} reads {needed}, which was not given")
+            if inputs.get(task.model_input) is None:
+                raise ValueError(f"task {name!r} reads {task.model_input}, which was not given")
             selected.append(task)
         return selected
 
-    @staticmethod
-    def _group(task: dict) -> int:
-        return 112 if task["input_size"] <= 112 else 512
-
     # -- forward --------------------------------------------------------------------------------------------------
     def forward(self, pixel_values: torch.Tensor | None = None, dense_pixel_values: torch.Tensor | None = None,
-                tasks: list[str] | str | None = None, return_dict: bool | None = None, **kwargs) -> FaceptorOutput:
-        """Run the selected tasks (all tasks whose input is given when ``tasks`` is None).
+                tasks: list[str] | str | None = None, output_hidden_states: bool | None = None,
+                return_dict: bool | None = None, **kwargs) -> FaceptorOutput:
+        """Run the selected tasks (all tasks whose input is given when ``tasks`` is None; ``tasks=[]`` runs only
+        the encoder, e.g. for ``output_hidden_states``).
 
-        Returns [`FaceptorOutput`] with ``task_logits`` in the official raw form (see its docstring). The image
-        processor's metadata keys (matrices, indices, sizes, boxes, keypoints) are accepted and ignored, so
-        ``model(**processor(...))`` works; any other keyword is an error.
+        Returns [`FaceptorOutput`] with ``task_logits`` in the official raw form (see its docstring), decoded
+        ``landmarks``, and, with ``output_hidden_states`` (default ``config.output_hidden_states``), the encoder
+        states of each given input. The image processor's metadata keys (matrices, indices, sizes, boxes,
+        keypoints) are accepted and ignored, so ``model(**processor(...))`` works; any other keyword is an error.
         """
         unknown = set(kwargs) - self.PROCESSOR_METADATA
         if unknown:
             raise TypeError(f"unexpected arguments {sorted(unknown)}; FaceptorModel takes pixel_values, "
-                            "dense_pixel_values and tasks")
-        for name, pixels in (("pixel_values", pixel_values), ("dense_pixel_values", dense_pixel_values)):
+                            "dense_pixel_values, tasks, output_hidden_states and return_dict")
+        if output_hidden_states is None:
+            output_hidden_states = bool(getattr(self.config, "output_hidden_states", False))
+        inputs = {"pixel_values": pixel_values, "dense_pixel_values": dense_pixel_values}
+        for name, pixels in inputs.items():
             if pixels is not None:
                 self._check_pixels(name, pixels)
-        selected = self._select_tasks(tasks, pixel_values, dense_pixel_values)
+        selected = self._select_tasks(tasks, inputs)
         logits: dict[str, torch.Tensor] = {}
-        for group, pixels in ((112, pixel_values), (512, dense_pixel_values)):
-            group_tasks = [t for t in selected if self._group(t) == group]
-            if group_tasks:
-                logits.update(self._run_group(pixels, group_tasks))
-        ordered = {t["name"]: logits[t["name"]] for t in selected}
-        landmarks = {t["name"]: heatmap_centroids(ordered[t["name"]]) for t in selected if t["type"] == "align"}
-        output = FaceptorOutput(task_logits=ordered, landmarks=landmarks or None)
+        states = {}
+        for input_name, pixels in inputs.items():
+            input_tasks = [t for t in selected if t.model_input == input_name]
+            if pixels is not None and (input_tasks or output_hidden_states):
+                input_logits, states[input_name] = self._run_input(pixels, input_tasks, output_hidden_states)
+                logits.update(input_logits)
+        ordered = {t.name: logits[t.name] for t in selected}
+        landmarks = {t.name: heatmap_centroids(ordered[t.name]) for t in selected
+                     if get_task_type(t).spatial == "points"}
+        output = FaceptorOutput(task_logits=ordered, landmarks=landmarks or None,
+                                hidden_states=states.get("pixel_values"),
+                                dense_hidden_states=states.get("dense_pixel_values"),
+                                untrained=True if self.is_untrained else None)
         return output if return_dict is not False else output.to_tuple()
 
-    def _levels_needed(self, group_tasks: list[dict]) -> set[int]:
+    def _levels_needed(self, input_tasks: list[FaceptorTask]) -> set[int]:
         config = self.config
         levels = set()
-        for task in group_tasks:
-            if task["readout"] == "embedding":
+        for task in input_tasks:
+            if task.readout == "embedding":
                 levels.add(config.recognition_layer)
             elif config.head_type == "faceptor":
                 levels.update(config.decoder_levels, config.layer_attention_levels)
-            elif task["readout"] == "value":
+            elif task.readout == "value":
                 levels.update(config.naive_value_levels)
             else:
                 levels.update(config.naive_dense_levels)
         return levels
 
-    def _run_group(self, pixels: torch.Tensor, group_tasks: list[dict]) -> dict[str, torch.Tensor]:
-        features, grid = self.encoder(pixels, self._levels_needed(group_tasks))
+    def _run_input(self, pixels: torch.Tensor, input_tasks: list[FaceptorTask], output_hidden_states: bool):
+        features, grid, states = self.encoder(pixels, self._levels_needed(input_tasks), output_hidden_states)
         out = {}
-        for task in group_tasks:
-            if task["readout"] == "embedding":
-                out[task["name"]] = self.recognition_heads[task["name"]](features[self.config.recognition_layer])
-        query_tasks = [t for t in group_tasks if t["readout"] != "embedding"]
-        if not query_tasks:
-            return out
-        if self.config.head_type == "faceptor":
-            out.update(self._run_decoder(features, grid, query_tasks))
-        else:
-            out.update(self._run_naive(features, grid, query_tasks))
-        return out
+        for task in input_tasks:
+            if task.readout == "embedding":
+                out[task.name] = self.recognition_heads[task.name](features[self.config.recognition_layer])
+        query_tasks = [t for t in input_tasks if t.readout != "embedding"]
+        if query_tasks:
+            if self.config.head_type == "faceptor":
+                out.update(self._run_decoder(features, grid, query_tasks))
+            else:
+                out.update(self._run_naive(features, grid, query_tasks))
+        return out, states
 
-    def _run_decoder(self, features, grid, query_tasks):
-        names = [t["name"] for t in query_tasks]
+    def _run_decoder(self, features, grid, query_tasks: list[FaceptorTask]):
+        names = [t.name for t in query_tasks]
         queries, source = self.decoder(features, grid, names)
         pixel_features = None
-        if any(t["readout"] == "map" for t in query_tasks):
+        if any(t.readout == "map" for t in query_tasks):
             pixel_features = self.map_head.pixel_features(source, grid)
         out, start = {}, 0
         for task in query_tasks:
-            task_queries = queries[:, start:start + task["num_queries"]]
-            start += task["num_queries"]
-            if task["readout"] == "value":
-                out[task["name"]] = self.value_head(task_queries)
+            task_queries = queries[:, start:start + task.num_queries]
+            start += task.num_queries
+            if task.readout == "value":
+                out[task.name] = self.value_head(task_queries)
             else:
-                out[task["name"]] = self.map_head(task_queries, pixel_features)
+                out[task.name] = self.map_head(task_queries, pixel_features)
         return out
 
-    def _run_naive(self, features, grid, query_tasks):
+    def _run_naive(self, features, grid, query_tasks: list[FaceptorTask]):
         def maps(levels):
             return [features[level].transpose(1, 2).unflatten(2, grid) for level in levels]
 
         out = {}
-        for task_type in dict.fromkeys(t["type"] for t in query_tasks):
-            typed = [t for t in query_tasks if t["type"] == task_type]
-            if typed[0]["readout"] == "value":
+        for task_type in dict.fromkeys(t.type for t in query_tasks):
+            typed = [t for t in query_tasks if t.type == task_type]
+            if typed[0].readout == "value":
                 head = self.naive_value_heads[task_type]
                 trunk = head.trunk(maps(self.config.naive_value_levels))
                 for task in typed:
-                    out[task["name"]] = head.classifiers[task["name"]](trunk)
+                    out[task.name] = head.classifiers[task.name](trunk)
             else:
                 head = self.naive_dense_heads[task_type]
                 dense = head(maps(self.config.naive_dense_levels))
                 for task in typed:
-                    start, stop = head.task_slices[task["name"]]
-                    out[task["name"]] = dense[:, start:stop]
+                    start, stop = head.task_slices[task.name]
+                    out[task.name] = dense[:, start:stop]
         return out
 
 

@@ -7,6 +7,12 @@
 Faces of all given images share model batches of ``batch_size`` faces. Each face: ``box`` [x1, y1, x2, y2],
 ``score``, ``keypoints`` (5 x 2) in image pixels and ``tasks`` (task name -> decoded result, see
 ``FaceptorImageProcessor.post_process_face_analysis``).
+
+    pipe.verify("a.jpg", "b.jpg")                 # {"similarity": 0.71, "same": True, "threshold": ...}
+
+A model object works too, e.g. an untrained one to try the code path (its results carry ``"untrained": True``):
+
+    pipe = pipeline("face-analysis", model=FaceptorModel(FaceptorConfig.faceptor_base()))
 """
 
 from __future__ import annotations
@@ -15,13 +21,15 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from typing import TypedDict
 
 import torch
 from transformers import Pipeline
 
 from .face_detection import RetinaFaceDetector
 from .image_loading import ImageLoadError, load_image
-from .image_processing_faceptor import FaceInputError
+from .image_processing_faceptor import FaceInputError, FaceptorImageProcessor, check_options
+from .task_decoding import embedding_similarity
 
 
 class FaceAnalysisError(ValueError):
@@ -36,6 +44,46 @@ def _source_name(image, index: int) -> str:
     return str(image) if isinstance(image, (str, os.PathLike)) else f"image {index}"
 
 
+class FaceAnalysisOptions(TypedDict, total=False):
+    """Keyword options of a ``FaceAnalysisPipeline`` call (see the class docstring)."""
+
+    batch_size: int
+    tasks: object
+    min_face_size: float
+    max_faces: int | None
+    face_keypoints: object
+    face_boxes: object
+    detector: object
+    score_threshold: float | None
+    mask_format: str
+    num_workers: int
+    on_error: str
+    flip_recognition: bool
+
+
+CALL_DEFAULTS = {"batch_size": 32, "tasks": None, "min_face_size": 0.0, "max_faces": None, "face_keypoints": None,
+                 "face_boxes": None, "detector": None, "score_threshold": None, "mask_format": "list",
+                 "num_workers": 4, "on_error": "raise", "flip_recognition": False}
+
+# Cosine similarity above which two flip-summed embeddings are called the same person. Squared L2 distance
+# between unit vectors is 2 - 2 cos, so 0.3 is distance 1.4, the range of the best 10-fold thresholds that
+# CosFace/ArcFace-trained 512-d embeddings reach on LFW-style benchmarks. Calibrate it on your own pairs
+# (faceptor_hf evaluation's verification protocol picks the best threshold per fold).
+VERIFICATION_THRESHOLD = 0.3
+
+
+def _requested_device(device):
+    """Raise ``ValueError`` when ``device`` asks for CUDA on a machine without it (transformers would silently
+    fall back to the CPU for an integer device)."""
+    if device is None:
+        return
+    wants_cuda = (isinstance(device, int) and device >= 0) or (
+        isinstance(device, (str, torch.device)) and str(device).startswith("cuda"))
+    if wants_cuda and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} asks for a CUDA GPU, but CUDA is not available on this machine; "
+                         "use device='cpu' (or -1)")
+
+
 class FaceAnalysisPipeline(Pipeline):
     """Multi-task face analysis with Faceptor. See the module docstring for the output format.
 
@@ -48,13 +96,17 @@ class FaceAnalysisPipeline(Pipeline):
     verification protocol does; one extra 112-px encoder pass).
     """
 
-    _load_image_processor = True
+    # Optional: a model object has no folder to load a processor from; one is then built with default settings.
+    _load_image_processor = None
     _load_tokenizer = False
     _load_feature_extractor = False
     _load_processor = False
     _load_video_processor = False
 
     def __init__(self, *args, detector=None, **kwargs):
+        _requested_device(kwargs.get("device"))
+        if kwargs.get("image_processor") is None:
+            kwargs["image_processor"] = FaceptorImageProcessor()
         super().__init__(*args, **kwargs)
         self._detector = detector
         self.stage_seconds = {"decode": 0.0, "detect": 0.0, "align": 0.0, "analyse": 0.0, "postprocess": 0.0}
@@ -71,6 +123,7 @@ class FaceAnalysisPipeline(Pipeline):
         self.stage_seconds[name] += time.perf_counter() - start
 
     def _sanitize_parameters(self, **kwargs):
+        check_options(kwargs, FaceAnalysisOptions, "face-analysis pipeline")
         return {}, {}, kwargs
 
     # transformers' Pipeline requires these per-item hooks; __call__ below replaces the per-item flow so that the
@@ -90,19 +143,54 @@ class FaceAnalysisPipeline(Pipeline):
             self._detector = RetinaFaceDetector(device=self.device)
         return self._detector
 
-    def __call__(self, inputs, batch_size: int = 32, tasks=None, min_face_size: float = 0.0,
-                 max_faces: int | None = None, face_keypoints=None, face_boxes=None, detector=None,
-                 score_threshold: float | None = None, mask_format: str = "list", num_workers: int = 4,
-                 on_error: str = "raise", flip_recognition: bool = False, **kwargs):
-        if on_error not in ("raise", "return"):
-            raise ValueError("on_error must be 'raise' or 'return'")
+    def __call__(self, inputs, **options):
+        """Analyse one image (-> list of faces) or a list of images (-> one list of faces, or an error dict, per
+        image). Options are keywords (see the class docstring); an unknown one raises ``TypeError`` naming it."""
+        check_options(options, FaceAnalysisOptions, "face-analysis pipeline")
+        options = {**CALL_DEFAULTS, **self._postprocess_params, **options}
+        if options["on_error"] not in ("raise", "return"):
+            raise ValueError(f"on_error must be 'raise' or 'return', got {options['on_error']!r}")
         single = not isinstance(inputs, (list, tuple))
         images = [inputs] if single else list(inputs)
-        keypoints = [face_keypoints] if single and face_keypoints is not None else face_keypoints
-        boxes = [face_boxes] if single and face_boxes is not None else face_boxes
-        results = self.analyse(images, batch_size, tasks, min_face_size, max_faces, keypoints, boxes,
-                               detector, score_threshold, mask_format, num_workers, on_error, flip_recognition)
+        keypoints, boxes = options["face_keypoints"], options["face_boxes"]
+        keypoints = [keypoints] if single and keypoints is not None else keypoints
+        boxes = [boxes] if single and boxes is not None else boxes
+        results = self.analyse(images, options["batch_size"], options["tasks"], options["min_face_size"],
+                               options["max_faces"], keypoints, boxes, options["detector"], options["score_threshold"],
+                               options["mask_format"], options["num_workers"], options["on_error"],
+                               options["flip_recognition"])
         return results[0] if single else results
+
+    def verify(self, image_a, image_b, *, threshold: float = VERIFICATION_THRESHOLD, task: str | None = None,
+               flip: bool = True, **options) -> dict:
+        """Are the faces of two photos the same person?
+
+        Uses the most confident face of each photo (or the given ``face_keypoints``/``face_boxes`` per photo in
+        ``options``) and the official verification protocol: embedding(face) + embedding(mirrored face), L2
+        normalised (``flip=False`` skips the mirror pass). Returns ``{"similarity": cosine in [-1, 1], "same":
+        similarity >= threshold, "threshold": threshold, "faces": [face_a, face_b]}``; raises
+        ``FaceAnalysisError`` naming the photo that has no face.
+        """
+        config = self.model.config
+        recognition = [t.name for t in config.tasks if t.readout == "embedding"]
+        if task is None:
+            if not recognition:
+                raise ValueError(f"this model has no face-recognition task (tasks: {config.task_names})")
+            task = recognition[0]
+        elif task not in recognition:
+            raise ValueError(f"task {task!r} is not a face-recognition (embedding) task; those are {recognition}")
+        faces = self([image_a, image_b], **{**options, "tasks": [task], "flip_recognition": flip, "max_faces": 1})
+        for index, found in enumerate(faces):
+            if not found:
+                source = _source_name((image_a, image_b)[index], index)
+                raise FaceAnalysisError(f"{source}: no face found to verify", index, source)
+        embeddings = [torch.tensor(found[0]["tasks"][task]["embedding"]) for found in faces]
+        similarity = float(embedding_similarity(embeddings[0], embeddings[1]))
+        result = {"similarity": round(similarity, 6), "same": similarity >= threshold, "threshold": threshold,
+                  "faces": [faces[0][0], faces[1][0]]}
+        if getattr(self.model, "is_untrained", False):
+            result["untrained"] = True
+        return result
 
     # ---- stages ------------------------------------------------------------------------------------------------
     def load_images(self, images, num_workers: int):
@@ -147,7 +235,7 @@ class FaceAnalysisPipeline(Pipeline):
 
     def analyse(self, images, batch_size, tasks, min_face_size, max_faces, keypoints, boxes, detector,
                 score_threshold, mask_format, num_workers, on_error, flip_recognition=False):
-        processor, model = self.image_processor, self.model
+        processor = self.image_processor
         selected = self._task_list(tasks)  # unknown task names fail before any decoding or detection
         for name, value in (("face_keypoints", keypoints), ("face_boxes", boxes)):
             if value is not None and len(value) != len(images):
@@ -189,10 +277,6 @@ class FaceAnalysisPipeline(Pipeline):
         self._run_batches(order, aligned, selected, batch_size, mask_format, results, flip_recognition)
         for i, failure in failures.items():
             results[i] = {"error": str(failure), "input": failure.source or _source_name(images[i], i)}
-        if getattr(model.config, "untrained", False):
-            for faces_of_image in results:
-                for face in faces_of_image if isinstance(faces_of_image, list) else []:
-                    face["untrained"] = True
         return results
 
     def _task_list(self, tasks):
@@ -203,9 +287,9 @@ class FaceAnalysisPipeline(Pipeline):
 
     def _run_batches(self, order, aligned, selected, batch_size, mask_format, results, flip_recognition=False):
         model = self.model
-        names = [t["name"] for t in selected]
-        needs_small = any(t["input_size"] <= 112 for t in selected)
-        needs_dense = any(t["input_size"] > 112 for t in selected)
+        names = [t.name for t in selected]
+        needs_small = any(t.model_input == "pixel_values" for t in selected)
+        needs_dense = any(t.model_input == "dense_pixel_values" for t in selected)
         dtype = next(model.parameters()).dtype
         # Flatten faces across images, keeping (image, face) ownership.
         owners = [(i, f) for i in order for f in range(aligned[i]["image_indices"].shape[0])]
@@ -217,7 +301,7 @@ class FaceAnalysisPipeline(Pipeline):
                 outputs = model(
                     pixel_values=None if small is None else small.to(self.device, dtype),
                     dense_pixel_values=None if dense is None else dense.to(self.device, dtype), tasks=names)
-                recognition = [t["name"] for t in selected if t["readout"] == "embedding"]
+                recognition = [t.name for t in selected if t.readout == "embedding"]
                 if flip_recognition and recognition:
                     # official verification protocol: embedding(face) + embedding(mirrored face), then normalise
                     mirrored = model(pixel_values=small.flip(-1).to(self.device, dtype), tasks=recognition)

@@ -1,4 +1,7 @@
-"""Overlay drawing for face-analysis results: boxes, landmarks, parsing colours and the headline predictions."""
+"""Overlay drawing for face-analysis results: boxes, landmarks, parsing colours and the headline predictions.
+
+Package-only code (the CLI uses it); what each task contributes to a caption comes from the task-type registry.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,8 @@ import PIL.Image
 import PIL.ImageDraw
 import PIL.ImageFont
 
-from .image_processing_faceptor import decode_mask
+from .task_decoding import decode_mask
+from .task_types import TASK_TYPES
 
 UNTRAINED_BANNER = "UNTRAINED RANDOM WEIGHTS - predictions are meaningless"
 
@@ -22,26 +26,40 @@ def _palette(count: int) -> np.ndarray:
 
 def _font(size: int):
     try:
-        return PIL.ImageFont.load_default(size=size)
+        return PIL.ImageFont.load_default(size=max(6, size))
     except TypeError:  # Pillow < 10.1
         return PIL.ImageFont.load_default()
 
 
-def face_caption(face: dict, top_attributes: int = 3) -> list[str]:
+def face_caption(face: dict) -> list[str]:
+    """One ``task: summary`` line per task whose type has a summary (age, expression, attributes, ...)."""
     lines = []
     for name, result in face["tasks"].items():
-        if "age" in result:
-            lines.append(f"age {result['age']:.0f}")
-        elif "label" in result:
-            lines.append(f"{result['label']} {max(result['scores'].values()):.2f}")
-        elif "attributes" in result:
-            best = sorted(result["attributes"].items(), key=lambda kv: -kv[1])[:top_attributes]
-            lines.append(", ".join(f"{k} {v:.2f}" for k, v in best))
-    return list(dict.fromkeys(lines))
+        task_type = TASK_TYPES.get(result.get("type"))
+        summary = task_type.summarize(None, result) if task_type is not None else None
+        if summary:
+            lines.append(f"{name}: {summary}")
+    return lines
+
+
+def fit_line(draw, text: str, font, width: int) -> str:
+    """``text`` cut (with an ellipsis) to at most ``width`` pixels in ``font``."""
+    if width <= 0 or draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength(text + "…", font=font) > width:
+        text = text[:-1]
+    return text + "…"
+
+
+def _font_fitting(draw, text: str, size: int, width: int):
+    """The largest font of at most ``size`` px in which ``text`` fits ``width`` (down to 8 px), and that size."""
+    while size > 8 and draw.textlength(text, font=_font(size)) > width:
+        size -= 1
+    return _font(size), size
 
 
 def draw_overlay(image: PIL.Image.Image, faces: list[dict], untrained: bool = False, alpha: float = 0.45):
-    """RGB image + pipeline faces -> a new RGB overlay image."""
+    """RGB image + pipeline faces -> a new RGB overlay image; captions and the banner are fitted to its width."""
     canvas = np.asarray(image.convert("RGB"), dtype=np.float32).copy()
     for face in faces:
         for result in face["tasks"].values():
@@ -55,6 +73,7 @@ def draw_overlay(image: PIL.Image.Image, faces: list[dict], untrained: bool = Fa
                 break  # one parsing map per face keeps the overlay readable
     out = PIL.Image.fromarray(canvas.clip(0, 255).astype(np.uint8))
     draw = PIL.ImageDraw.Draw(out)
+    width, height = out.size
     scale = max(1, round(max(out.size) / 512))
     font = _font(12 * scale)
     for face in faces:
@@ -65,15 +84,21 @@ def draw_overlay(image: PIL.Image.Image, faces: list[dict], untrained: bool = Fa
                 draw.ellipse([x - scale, y - scale, x + scale, y + scale], fill=(255, 255, 0))
         for x, y in face["keypoints"]:
             draw.ellipse([x - 2 * scale, y - 2 * scale, x + 2 * scale, y + 2 * scale], fill=(255, 0, 255))
-        text = "\n".join(face_caption(face))
-        if text:
-            position = (x1, y2 + 2 * scale)
-            bbox = draw.multiline_textbbox(position, text, font=font)
-            draw.rectangle(bbox, fill=(0, 0, 0))
-            draw.multiline_text(position, text, fill=(255, 255, 255), font=font)
+        lines = face_caption(face)
+        if lines:
+            left = int(min(max(0, x1), max(0, width - 40 * scale)))
+            text = "\n".join(fit_line(draw, line, font, width - left - 2) for line in lines)
+            top = y2 + 2 * scale
+            box = draw.multiline_textbbox((left, top), text, font=font)
+            if box[3] > height:  # no room under the face: write above it, or at the image's top edge
+                top = max(0, y1 - (box[3] - box[1]) - 2 * scale)
+                box = draw.multiline_textbbox((left, top), text, font=font)
+            draw.rectangle(box, fill=(0, 0, 0))
+            draw.multiline_text((left, top), text, fill=(255, 255, 255), font=font)
     if untrained:
-        banner_font = _font(14 * scale)
-        bbox = draw.textbbox((4, 4), UNTRAINED_BANNER, font=banner_font)
-        draw.rectangle([0, 0, out.size[0], bbox[3] + 4], fill=(200, 0, 0))
-        draw.text((4, 4), UNTRAINED_BANNER, fill=(255, 255, 255), font=banner_font)
+        banner_font, _ = _font_fitting(draw, UNTRAINED_BANNER, 14 * scale, width - 8)
+        banner = fit_line(draw, UNTRAINED_BANNER, banner_font, width - 8)
+        bbox = draw.textbbox((4, 4), banner, font=banner_font)
+        draw.rectangle([0, 0, width, bbox[3] + 4], fill=(200, 0, 0))
+        draw.text((4, 4), banner, fill=(255, 255, 255), font=banner_font)
     return out

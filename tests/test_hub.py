@@ -21,21 +21,20 @@ import sys, json, torch
 sys.path.insert(0, {tests!r})
 from conftest import tiny_config
 from faceptor_hf import FaceptorModel, FaceptorImageProcessor
+from faceptor_hf.hub import push_to_hub
 torch.manual_seed({seed})
 torch.set_num_threads(2)
 model = FaceptorModel(tiny_config(tasks=["recog_ms1mv3", "age_morph2", "affect_rafdb", "parsing_celebam",
                                          "align_300w"])).eval()
-for key, value in {config_changes!r}.items():
-    setattr(model.config, key, value)
+model.is_untrained = {untrained!r}  # stands in for a trained model unless the test says otherwise
 x112 = torch.randn(2, 3, 112, 112, generator=torch.Generator().manual_seed(1))
 x512 = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
 with torch.no_grad():
     expected = model(pixel_values=x112, dense_pixel_values=x512).task_logits
 torch.save({{"x112": x112, "x512": x512, "expected": expected}}, {io!r})
-info = model.push_to_hub({repo!r}, revision={revision!r}, tags=["faceptor-test-tag"])
-print("MODEL", info.oid)
-info = FaceptorImageProcessor().push_to_hub({repo!r}, revision={revision!r})
-print("PROCESSOR", info.oid)
+info = push_to_hub({repo!r}, model=model, processor=FaceptorImageProcessor(), revision={revision!r},
+                   tags=["faceptor-test-tag"])
+print("MODEL AND PROCESSOR", info.oid)
 """
 
 LOAD = """
@@ -75,12 +74,12 @@ def published(tmp_path_factory):
         for revision in (None, "v1"):
             io = root / f"io_{revision}.pt"
             result = run(PUSH.format(tests=str(ROOT / "tests"), repo=REPO, revision=revision, io=str(io), seed=0,
-                                     config_changes={}), hub, root / "push_home")
+                                     untrained=False), hub, root / "push_home")
             assert "PROCESSOR" in result.stdout, result.stderr[-3000:]
         yield hub, root
 
 
-def test_push_publishes_everything_in_single_commits(published):
+def test_push_publishes_everything_in_one_commit(published):
     hub, _ = published
     files = hub.files(REPO)
     assert {"config.json", "model.safetensors", "preprocessor_config.json", "README.md", "modeling_faceptor.py",
@@ -96,7 +95,7 @@ def test_push_publishes_everything_in_single_commits(published):
     assert "  - faceptor-test-tag\n" in card.split("\n---\n", 1)[0]
     assert f'"{REPO}"' in card or REPO in card
     assert "`parsing_celebam`" in card and "`align_aflw`" not in card  # this model's tasks, not the full list
-    assert hub.commit_count(REPO) == 4  # model + processor on main, then on v1
+    assert hub.commit_count(REPO) == 2  # model + processor + card in one commit on main, then one on v1
     assert not [u for u in hub.unknown if "/api/agent-harnesses" not in u], hub.unknown
 
 
@@ -133,7 +132,7 @@ def test_second_push_updates_card_and_keeps_files(published):
     hub, root = published
     before = hub.files(REPO)
     result = run(PUSH.format(tests=str(ROOT / "tests"), repo=REPO, revision=None, io=str(root / "io_again.pt"),
-                             seed=0, config_changes={"untrained": True}), hub, root / "push_home")
+                             seed=0, untrained=True), hub, root / "push_home")
     assert "MODEL" in result.stdout, result.stderr[-3000:]
     after = hub.files(REPO)
     assert set(before) <= set(after)
@@ -149,7 +148,7 @@ def test_failed_upload_leaves_no_half_written_revision(published, stage, mode):
     try:
         # new random weights, so the LFS blob is new and really has to be uploaded
         result = run(PUSH.format(tests=str(ROOT / "tests"), repo=REPO, revision=None, io=str(root / "io_fail.pt"),
-                                 seed=100 + len(stage + mode), config_changes={}), hub, root / "push_home", timeout=600)
+                                 seed=100 + len(stage + mode), untrained=False), hub, root / "push_home", timeout=600)
     finally:
         hub.fail = {}
     assert result.returncode != 0
@@ -170,7 +169,7 @@ def test_convert_command_pushes_a_converted_checkpoint(published, tmp_path):
     """
     result = run(script, hub, root / "push_home")
     assert result.returncode == 0, result.stdout + result.stderr[-2000:]
-    assert "pushing model, code and model card to user/converted" in result.stdout
+    assert "pushing model, processor, code and model card to user/converted" in result.stdout
     files = hub.files("user/converted")
     assert {"model.safetensors", "preprocessor_config.json", "README.md"} <= set(files)
     assert json.loads(files["config.json"])["converted_from"]["variant"] == "Faceptor (6 tasks), stage 1"

@@ -289,8 +289,10 @@ def test_model_accepts_processor_output_directly():
 def test_pipeline_entry_is_only_in_the_save_that_asked_for_it(tmp_path):
     import json
 
+    from faceptor_hf.hub import save_release
+
     model = build(tiny_config())
-    model.save_pretrained(tmp_path / "release", include_pipeline=True)
+    save_release(tmp_path / "release", model)
     model.save_pretrained(tmp_path / "local")
     assert "custom_pipelines" in json.loads((tmp_path / "release" / "config.json").read_text())
     assert (tmp_path / "release" / "pipeline_face_analysis.py").exists()

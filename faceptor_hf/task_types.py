@@ -1,0 +1,426 @@
+"""Tasks and the one registry of task types.
+
+A *task* (``FaceptorTask``) is one entry of the model's task list: a name, a type, its query count and label map.
+A *task type* (``TaskType``) holds everything that differs between kinds of tasks: how the model reads it out
+(``readout``), which input it sees (``model_input``), how raw head outputs become predictions (``decode``, built
+on ``task_decoding``), how predictions become JSON (``format``), a one-line caption (``summarize``), how its labels
+are described on a model card, which outputs swap under a horizontal flip (``flip_permutation``), and — attached by
+the training and evaluation packages — its ``loss`` and ``metric``. No other module switches on a type name: they
+ask the registry.
+
+    register_task_type(TaskType(name="pose", readout="value", ...))     # once, then use it in any config
+
+Official types (the prefix of every official task name): ``recog``, ``age``, ``biattr``, ``affect``, ``parsing``,
+``align``; generic ones for new tasks: ``classification`` (softmax classes), ``regression`` (one raw value per
+label). A saved config records each task's readout and input, so a model whose task type is not registered in the
+loading process still runs (its outputs are then formatted generically by readout).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from .task_decoding import (
+    attribute_presence,
+    attribute_probabilities,
+    class_predictions,
+    class_probabilities,
+    encode_mask,
+    expected_age,
+    heatmap_centroids,
+    landmark_points,
+    normalized_embedding,
+    parsing_labels,
+    upsampled_mask_logits,
+)
+
+READOUTS = ("embedding", "value", "map")
+# Identity/attribute tasks read 112x112 ArcFace-aligned crops; dense tasks read 512x512 FaRL-aligned crops.
+MODEL_INPUTS = ("pixel_values", "dense_pixel_values")
+INPUT_SIZE_OF = {"pixel_values": 112, "dense_pixel_values": 512}
+
+
+@dataclass
+class FaceptorTask:
+    """One task of a model: JSON-serialisable (``to_dict``) and stored in the config.
+
+    Attributes:
+        name: unique task name, e.g. ``"align_300w"``.
+        type: task-type name in the registry, e.g. ``"align"``.
+        readout: ``"embedding"`` (pooled encoder tokens), ``"value"`` (one logit per query) or ``"map"`` (one
+            map per query).
+        model_input: ``"pixel_values"`` (112-px crops) or ``"dense_pixel_values"`` (512-px crops).
+        num_queries: decoder queries = outputs (0 for embeddings).
+        labels: one name per output (empty for embeddings).
+        embedding_size: output width of an embedding task (None otherwise).
+        flip_pairs: output index pairs that swap under a horizontal flip, overriding the type's own rule (e.g. for
+            a landmark set the registry does not know); None to use the type's rule.
+    """
+
+    name: str
+    type: str
+    readout: str
+    model_input: str
+    num_queries: int
+    labels: list[str] = field(default_factory=list)
+    embedding_size: int | None = None
+    flip_pairs: list[list[int]] | None = None
+
+    @property
+    def input_size(self) -> int:
+        """Crop side of this task's input: 112 or 512."""
+        return INPUT_SIZE_OF[self.model_input]
+
+    @property
+    def task_type(self) -> "TaskType":
+        return get_task_type(self)
+
+    def to_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        if data["embedding_size"] is None:
+            del data["embedding_size"]
+        if data["flip_pairs"] is None:
+            del data["flip_pairs"]
+        return data
+
+
+@dataclass
+class TaskType:
+    """Everything that differs between kinds of tasks. Function parts take the task first.
+
+    Attributes:
+        name: registry key, also the official task-name prefix for official types.
+        readout, model_input: see ``FaceptorTask``.
+        decode: ``(task, raw, **hints) -> {name: tensor}``: raw head output (see ``FaceptorOutput.task_logits``)
+            -> batched prediction tensors. Hints: ``crop_size`` (H, W) of the model input, ``normalized_points``
+            (already decoded landmarks, so they are not decoded twice).
+        format: ``(task, decoded, mask_format) -> list[dict]``: batched predictions (in image space) -> one
+            JSON-ready dict per face.
+        summarize: ``(task, result) -> str | None``: one caption line from a face's formatted result.
+        describe_labels: ``(task) -> str``: the label column of a model card's task table.
+        default_labels: ``(count) -> list[str]``: labels when a config gives only ``num_queries``.
+        flip_permutation: ``(task) -> list[int] | None``: output order after a horizontal flip (identity where
+            nothing swaps); None where a flip cannot be expressed by reordering (e.g. signed yaw) — augmentation
+            must not flip such tasks.
+        spatial: None, ``"points"`` (``decode`` gives ``points`` in crop pixels that the processor maps back to the
+            image) or ``"mask"`` (the processor warps the raw logits back to the image before ``parsing_labels``).
+        loss: ``(task, raw, targets) -> scalar`` — attached by ``faceptor_hf.training``.
+        metric: attached by ``faceptor_hf.evaluation``.
+    """
+
+    name: str
+    readout: str
+    model_input: str
+    decode: Callable
+    format: Callable
+    summarize: Callable
+    describe_labels: Callable
+    default_labels: Callable
+    flip_permutation: Callable
+    spatial: str | None = None
+    loss: Callable | None = None
+    metric: Callable | None = None
+
+    #: parts every registered type must have (``loss``/``metric`` join once training/evaluation register them)
+    REQUIRED_PARTS = ("readout", "model_input", "decode", "format", "summarize", "describe_labels",
+                      "default_labels", "flip_permutation")
+
+    def validate(self):
+        if self.readout not in READOUTS:
+            raise ValueError(f"task type {self.name!r}: readout must be one of {list(READOUTS)}, got {self.readout!r}")
+        if self.model_input not in MODEL_INPUTS:
+            raise ValueError(f"task type {self.name!r}: model_input must be one of {list(MODEL_INPUTS)}, "
+                             f"got {self.model_input!r}")
+        if self.spatial not in (None, "points", "mask"):
+            raise ValueError(f"task type {self.name!r}: spatial must be None, 'points' or 'mask'")
+        missing = [part for part in self.REQUIRED_PARTS if getattr(self, part) is None]
+        if missing:
+            raise ValueError(f"task type {self.name!r} lacks {missing}")
+
+
+TASK_TYPES: dict[str, TaskType] = {}
+
+
+def register_task_type(task_type: TaskType, exist_ok: bool = False) -> TaskType:
+    """Add a task type to the registry (once per process, before building configs that use it)."""
+    task_type.validate()
+    if task_type.name in TASK_TYPES and not exist_ok:
+        raise ValueError(f"task type {task_type.name!r} is already registered; pass exist_ok=True to replace it")
+    TASK_TYPES[task_type.name] = task_type
+    return task_type
+
+
+def attach_task_part(type_name: str, part: str, function: Callable):
+    """Set ``loss`` or ``metric`` of a registered type (used by the training and evaluation packages)."""
+    if part not in ("loss", "metric"):
+        raise ValueError(f"only 'loss' and 'metric' are attached after registration, not {part!r}")
+    setattr(TASK_TYPES[type_name], part, function)
+
+
+def get_task_type(task: "FaceptorTask | str") -> TaskType:
+    """The registered type of a task (or of a type name). A task of an unregistered type gets the generic type of
+    its readout, so saved models with user-defined types still run and format their outputs."""
+    name = task if isinstance(task, str) else task.type
+    if name in TASK_TYPES:
+        return TASK_TYPES[name]
+    if isinstance(task, str):
+        raise KeyError(f"unknown task type {name!r}; registered types: {sorted(TASK_TYPES)}")
+    return _GENERIC_BY_READOUT[task.readout]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Parts shared by several types
+# ---------------------------------------------------------------------------------------------------------------
+def _rounded(values: torch.Tensor, digits: int) -> list:
+    return torch.round(values.detach().cpu().float(), decimals=digits).tolist()
+
+
+def _numbered(prefix: str) -> Callable[[int], list[str]]:
+    return lambda count: [f"{prefix}_{index}" for index in range(count)]
+
+
+def _identity_flip(task: FaceptorTask) -> list[int]:
+    return list(range(task.num_queries))
+
+
+def _no_flip(task: FaceptorTask) -> None:
+    return None
+
+
+def _no_summary(task, result) -> None:
+    return None
+
+
+def _listed_labels(task: FaceptorTask) -> str:
+    return ", ".join(task.labels)
+
+
+def _permutation_from_pairs(count: int, pairs) -> list[int]:
+    order = list(range(count))
+    for a, b in pairs:
+        order[a], order[b] = b, a
+    return order
+
+
+# ---- embedding -------------------------------------------------------------------------------------------------
+def _decode_embedding(task, raw, **hints):
+    return {"embedding": normalized_embedding(raw)}
+
+
+def _format_embedding(task, decoded, mask_format):
+    return [{"embedding": row} for row in _rounded(decoded["embedding"], 6)]
+
+
+def _describe_embedding(task):
+    return "—"
+
+
+# ---- value tasks -----------------------------------------------------------------------------------------------
+def _decode_age(task, raw, **hints):
+    return {"age": expected_age(raw)}
+
+
+def _format_age(task, decoded, mask_format):
+    return [{"age": age} for age in _rounded(decoded["age"], 2)]
+
+
+def _summarize_age(task, result):
+    return f"age {result['age']:.0f}"
+
+
+def _describe_age(task):
+    return f"bins {task.labels[0]} … {task.labels[-1]} (years)"
+
+
+def _decode_attributes(task, raw, **hints):
+    return {"probabilities": attribute_probabilities(raw), "present": attribute_presence(raw)}
+
+
+def _format_attributes(task, decoded, mask_format):
+    return [{"attributes": dict(zip(task.labels, row))} for row in _rounded(decoded["probabilities"], 4)]
+
+
+def _summarize_attributes(task, result, top: int = 3):
+    best = sorted(result["attributes"].items(), key=lambda item: -item[1])[:top]
+    return ", ".join(f"{name} {value:.2f}" for name, value in best)
+
+
+def _decode_classes(task, raw, **hints):
+    return {"probabilities": class_probabilities(raw), "label": class_predictions(raw)}
+
+
+def _format_classes(task, decoded, mask_format):
+    return [{"label": task.labels[index], "scores": dict(zip(task.labels, row))}
+            for index, row in zip(decoded["label"].tolist(), _rounded(decoded["probabilities"], 4))]
+
+
+def _summarize_classes(task, result):
+    return f"{result['label']} {result['scores'][result['label']]:.2f}"
+
+
+def _decode_values(task, raw, **hints):
+    return {"values": raw.float() if raw.dtype not in (torch.float32, torch.float64) else raw}
+
+
+def _format_values(task, decoded, mask_format):
+    return [{"values": dict(zip(task.labels, row))} for row in _rounded(decoded["values"], 5)]
+
+
+def _summarize_values(task, result):
+    return ", ".join(f"{name} {value:.2f}" for name, value in list(result["values"].items())[:3])
+
+
+# ---- map tasks -------------------------------------------------------------------------------------------------
+# Mirror pairs (0-based) of the official landmark sets, by point count: 300W/iBUG 68, WFLW 98, COFW 29, AFLW 19.
+LANDMARK_FLIP_PAIRS = {
+    68: [(i, 16 - i) for i in range(8)] + [(17 + i, 26 - i) for i in range(5)] + [(31, 35), (32, 34)]
+    + [(36, 45), (37, 44), (38, 43), (39, 42), (40, 47), (41, 46)]
+    + [(48, 54), (49, 53), (50, 52), (55, 59), (56, 58), (60, 64), (61, 63), (65, 67)],
+    98: [(i, 32 - i) for i in range(16)] + [(33 + i, 46 - i) for i in range(5)]
+    + [(38, 50), (39, 49), (40, 48), (41, 47)] + [(60 + i, 72 - i) for i in range(5)]
+    + [(65, 75), (66, 74), (67, 73), (55, 59), (56, 58), (76, 82), (77, 81), (78, 80), (87, 83), (86, 84)]
+    + [(88, 92), (89, 91), (95, 93), (96, 97)],
+    29: [(0, 1), (4, 6), (2, 3), (5, 7), (8, 9), (10, 11), (12, 14), (16, 17), (13, 15), (18, 19), (22, 23)],
+    19: [(0, 5), (1, 4), (2, 3), (6, 11), (7, 10), (8, 9), (12, 14), (15, 17)],
+}
+
+
+def _decode_landmarks(task, raw, crop_size=(512, 512), normalized_points=None, **hints):
+    normalized = normalized_points if normalized_points is not None else heatmap_centroids(raw)
+    return {"points": landmark_points(normalized, crop_size)}
+
+
+def _format_landmarks(task, decoded, mask_format):
+    return [{"points": face} for face in _rounded(decoded["points"], 2)]
+
+
+def _describe_landmarks(task):
+    return f"{task.num_queries} landmarks (dataset order)"
+
+
+def _flip_landmarks(task):
+    pairs = task.flip_pairs if task.flip_pairs is not None else LANDMARK_FLIP_PAIRS.get(task.num_queries)
+    return None if pairs is None else _permutation_from_pairs(task.num_queries, pairs)
+
+
+def _decode_parsing(task, raw, crop_size=(512, 512), **hints):
+    return {"labels": parsing_labels(upsampled_mask_logits(raw, crop_size))}
+
+
+def _format_parsing(task, decoded, mask_format):
+    masks = decoded["labels"].to(torch.uint8).cpu().numpy()
+    return [{"mask": encode_mask(mask, mask_format), "labels": list(task.labels)} for mask in masks]
+
+
+def _flip_parsing(task):
+    """Classes named left_* / right_* swap (CelebAMask-HQ ``left_eye``, LaPa ``left_eyebrow``, ...)."""
+    if task.flip_pairs is not None:
+        return _permutation_from_pairs(task.num_queries, task.flip_pairs)
+    index = {label: i for i, label in enumerate(task.labels)}
+    pairs = []
+    for label, i in index.items():
+        if "left" in label:
+            mirrored = label.replace("left", "right")
+            if mirrored in index:
+                pairs.append((i, index[mirrored]))
+    return _permutation_from_pairs(task.num_queries, pairs)
+
+
+def _value_type(name, decode, format, summarize, default_labels, flip=_identity_flip, describe=_listed_labels):
+    return TaskType(name=name, readout="value", model_input="pixel_values", decode=decode, format=format,
+                    summarize=summarize, describe_labels=describe, default_labels=default_labels,
+                    flip_permutation=flip)
+
+
+for _task_type in (
+    TaskType(name="recog", readout="embedding", model_input="pixel_values", decode=_decode_embedding,
+             format=_format_embedding, summarize=_no_summary, describe_labels=_describe_embedding,
+             default_labels=lambda count: [], flip_permutation=_identity_flip),
+    _value_type("age", _decode_age, _format_age, _summarize_age, lambda count: [str(i) for i in range(count)],
+                describe=_describe_age),
+    _value_type("biattr", _decode_attributes, _format_attributes, _summarize_attributes, _numbered("attribute")),
+    _value_type("affect", _decode_classes, _format_classes, _summarize_classes, _numbered("class")),
+    _value_type("classification", _decode_classes, _format_classes, _summarize_classes, _numbered("class")),
+    # A regression target may change sign under a flip (yaw, roll): flipping is left to the user's own type.
+    _value_type("regression", _decode_values, _format_values, _summarize_values, _numbered("value"), flip=_no_flip),
+    TaskType(name="parsing", readout="map", model_input="dense_pixel_values", decode=_decode_parsing,
+             format=_format_parsing, summarize=_no_summary, describe_labels=_listed_labels,
+             default_labels=_numbered("class"), flip_permutation=_flip_parsing, spatial="mask"),
+    TaskType(name="align", readout="map", model_input="dense_pixel_values", decode=_decode_landmarks,
+             format=_format_landmarks, summarize=_no_summary, describe_labels=_describe_landmarks,
+             default_labels=_numbered("point"), flip_permutation=_flip_landmarks, spatial="points"),
+):
+    register_task_type(_task_type)
+
+# Readout-level behaviour for tasks whose type is not registered in this process (not registered themselves).
+_GENERIC_BY_READOUT = {
+    "embedding": dataclasses.replace(TASK_TYPES["recog"], name="embedding"),
+    "value": dataclasses.replace(TASK_TYPES["regression"], name="value"),
+    "map": dataclasses.replace(TASK_TYPES["parsing"], name="map", flip_permutation=_no_flip),
+}
+
+
+def make_task(name: str, type: str | None = None, num_queries: int | None = None, labels: list[str] | None = None,
+              readout: str | None = None, model_input: str | None = None, embedding_size: int | None = None,
+              flip_pairs=None, input_size: int | None = None, official: dict | None = None) -> FaceptorTask:
+    """Build one task; fields not given come from ``official`` (the official task of that name, if any) and from
+    the task type. ``input_size`` (112 / 512) is the older spelling of ``model_input``.
+
+    Raises ``ValueError`` naming the task when its type is unknown and no ``readout`` is given, or when the label
+    count and ``num_queries`` disagree.
+    """
+    official = official or {}
+    type_name = type or official.get("type") or name.split("_", 1)[0]
+    registered = TASK_TYPES.get(type_name)
+    readout = readout or (registered.readout if registered else None)
+    if readout is None:
+        raise ValueError(f"task {name!r}: unknown task type {type_name!r} (registered: {sorted(TASK_TYPES)}); "
+                         "register it with faceptor_hf.register_task_type, or give readout='embedding'|'value'|'map' "
+                         "(and model_input) explicitly")
+    if readout not in READOUTS:
+        raise ValueError(f"task {name!r}: readout must be one of {list(READOUTS)}, got {readout!r}")
+    if model_input is None and input_size is not None:
+        model_input = "pixel_values" if int(input_size) <= 112 else "dense_pixel_values"
+    if model_input is None:
+        model_input = registered.model_input if registered else (
+            "dense_pixel_values" if readout == "map" else "pixel_values")
+    if model_input not in MODEL_INPUTS:
+        raise ValueError(f"task {name!r}: model_input must be one of {list(MODEL_INPUTS)}, got {model_input!r}")
+    pairs = [list(map(int, pair)) for pair in flip_pairs] if flip_pairs is not None else None
+    if readout == "embedding":
+        size = int(embedding_size or official.get("embedding_size", 512))
+        return FaceptorTask(name=name, type=type_name, readout=readout, model_input=model_input, num_queries=0,
+                            labels=[], embedding_size=size, flip_pairs=pairs)
+    official_labels = official.get("labels")
+    if labels is None and official_labels is not None and num_queries in (None, len(official_labels)):
+        labels = official_labels
+    if labels is None:
+        if num_queries is None:
+            raise ValueError(f"task {name!r}: give num_queries or labels")
+        labels = (registered or _GENERIC_BY_READOUT[readout]).default_labels(num_queries)
+    if num_queries is not None and num_queries != len(labels):
+        raise ValueError(f"task {name!r}: num_queries={num_queries} but {len(labels)} labels")
+    if not labels:
+        raise ValueError(f"task {name!r}: needs at least one output (label)")
+    if pairs is not None and any(not 0 <= i < len(labels) for pair in pairs for i in pair):
+        raise ValueError(f"task {name!r}: flip_pairs refer to outputs outside 0..{len(labels) - 1}")
+    return FaceptorTask(name=name, type=type_name, readout=readout, model_input=model_input,
+                        num_queries=len(labels), labels=list(labels), flip_pairs=pairs)
+
+
+__all__ = [
+    "FaceptorTask",
+    "LANDMARK_FLIP_PAIRS",
+    "MODEL_INPUTS",
+    "READOUTS",
+    "TASK_TYPES",
+    "TaskType",
+    "attach_task_part",
+    "get_task_type",
+    "make_task",
+    "register_task_type",
+]

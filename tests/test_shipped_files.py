@@ -1,0 +1,86 @@
+"""The exact set of code files a saved model, processor and pipeline ship, and the rule that shipped code never
+imports package-only code.
+
+transformers copies every module a shipped file imports relatively (also inside functions) next to the weights;
+a relative import of package-only code (training, data, evaluation, commands, hub) would travel to the Hub, and
+one of a module that is not there would break loading with trust_remote_code.
+"""
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import tiny_config
+from faceptor_hf import FaceptorImageProcessor, FaceptorModel
+from faceptor_hf.hub import save_release
+
+PACKAGE = Path(__file__).parent.parent / "faceptor_hf"
+MODEL_FILES = {"configuration_faceptor.py", "modeling_faceptor.py", "task_types.py", "task_decoding.py"}
+PROCESSOR_FILES = {"image_processing_faceptor.py", "face_alignment.py", "image_loading.py", "task_types.py",
+                   "task_decoding.py"}
+PIPELINE_FILES = MODEL_FILES | PROCESSOR_FILES | {"pipeline_face_analysis.py", "face_detection.py"}
+# What a remote-code loader must have installed: the standard library and the design card's packages, nothing of
+# faceptor_hf.
+ALLOWED_ABSOLUTE = set(sys.stdlib_module_names) | {"numpy", "PIL", "torch", "transformers", "huggingface_hub",
+                                                   "safetensors"}
+
+
+def python_files(folder: Path) -> set[str]:
+    return {path.name for path in folder.glob("*.py")}
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    torch.manual_seed(0)
+    return FaceptorModel(tiny_config()).eval()
+
+
+def test_plain_model_save_ships_only_the_model_files(tiny_model, tmp_path):
+    tiny_model.save_pretrained(tmp_path)
+    assert python_files(tmp_path) == MODEL_FILES
+
+
+def test_processor_save_ships_only_the_processing_files(tmp_path):
+    FaceptorImageProcessor().save_pretrained(tmp_path)
+    assert python_files(tmp_path) == PROCESSOR_FILES
+
+
+def test_pipeline_save_and_release_ship_the_pipeline_files(tiny_model, tmp_path):
+    from faceptor_hf import FaceAnalysisPipeline
+
+    FaceAnalysisPipeline(model=tiny_model, image_processor=FaceptorImageProcessor()).save_pretrained(tmp_path / "pipe")
+    assert python_files(tmp_path / "pipe") == PIPELINE_FILES
+    save_release(tmp_path / "release", tiny_model, FaceptorImageProcessor())
+    assert python_files(tmp_path / "release") == PIPELINE_FILES
+
+
+def _imports(path: Path):
+    """(level, module) of every import statement anywhere in the file, including inside functions."""
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom):
+            yield node.level, node.module or ""
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                yield 0, alias.name
+
+
+@pytest.mark.parametrize("name", sorted(PIPELINE_FILES))
+def test_shipped_files_import_only_shipped_files_and_installed_packages(name):
+    for level, module in _imports(PACKAGE / name):
+        if level:
+            assert level == 1 and f"{module}.py" in PIPELINE_FILES, \
+                f"{name} imports .{module}: shipped code may import only shipped siblings"
+        else:
+            assert module.split(".")[0] in ALLOWED_ABSOLUTE, f"{name} imports {module}, which a remote loader lacks"
+
+
+def test_no_package_only_module_is_imported_by_a_shipped_file():
+    shipped_modules = {name[:-3] for name in PIPELINE_FILES}
+    package_only = {path.stem for path in PACKAGE.glob("*.py")} - shipped_modules - {"__init__", "__main__"}
+    assert {"hub", "visualization", "convert_faceptor_original_to_hf"} <= package_only
+    for name in PIPELINE_FILES:
+        for level, module in _imports(PACKAGE / name):
+            assert not (level and module.split(".")[0] in package_only), f"{name} imports package-only .{module}"
