@@ -3,8 +3,9 @@
     python -m faceptor_hf.convert_faceptor_original_to_hf --checkpoint PATH --output DIR
 
 The variant (Faceptor-Base / Faceptor-Full stage 1 / stage 2 / Naive Faceptor) and the task list are read from
-the parameter names and shapes. Training-only entries (CosFace classifier, optimizer, ``Norm2d`` alias keys) and the
-encoder's unused ``ln_post``/``proj`` are dropped.
+the parameter names and shapes; the weights are renamed by one declarative table (``RENAME_RULES``, plus
+``TRANSFORM_RULES`` for tensors that are split or reshaped and ``DROPPED_KEYS``). Training-only entries (CosFace
+classifier, ``Norm2d`` alias keys) and the encoder's unused ``ln_post``/``proj`` are dropped.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ import math
 import os
 import re
 from collections import OrderedDict
+from typing import Callable, NamedTuple
 
 import torch
 
-from .configuration_faceptor import LAYER_ATTENTION_LEVELS, FaceptorConfig, make_task, task_type_of
+from .configuration_faceptor import LAYER_ATTENTION_LEVELS, OFFICIAL_TASKS, FaceptorConfig, make_task
 from .image_processing_faceptor import FaceptorImageProcessor
 from .modeling_faceptor import FaceptorModel
 
@@ -26,11 +28,146 @@ BACKBONE = "backbone_module.visual."
 DECODER = "heads_module.decoder."
 INTERPRETERS = "heads_module.interpreters."
 NAIVE = "heads_module.heads."
-# Known official dense heads of Naive Faceptor, by output count (the checkpoint stores no dense task names).
-NAIVE_DENSE_NAMES = {
-    ("parsing", 19): "parsing_celebam", ("parsing", 11): "parsing_lapa", ("align", 68): "align_300w",
-    ("align", 98): "align_wflw", ("align", 29): "align_cofw", ("align", 19): "align_aflw",
-}
+# Naive Faceptor keeps one dense head per type and stores no dense task names, so a head is named after the official
+# task of its type with the same output count.
+NAIVE_DENSE_TYPES = ("parsing", "align")
+NAIVE_DENSE_NAMES = {(spec["type"], len(spec["labels"])): name for name, spec in OFFICIAL_TASKS.items()
+                     if spec["type"] in NAIVE_DENSE_TYPES}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Rule table: official key (without ``module.``) -> faceptor-hf key. Each pattern must match a whole key and no key
+# may match two rules. Targets are ``str.format`` templates over the pattern's named groups plus ``recognition``
+# (the config's recognition task name). ``param`` is the leaf: weight, bias or a BatchNorm buffer.
+# ---------------------------------------------------------------------------------------------------------------
+_P = r"\.(?P<param>\w+)"
+_ENC = re.escape(BACKBONE)
+_BLOCK = _ENC + r"transformer\.resblocks\.(?P<i>\d+)\."
+_DEC = re.escape(DECODER)
+_CROSS = _DEC + r"transformer_cross_attention_layers\.(?P<i>\d+)\."
+_SELF = _DEC + r"transformer_self_attention_layers\.(?P<i>\d+)\."
+_FFN = _DEC + r"transformer_ffn_layers\.(?P<i>\d+)\."
+_INTERP = re.escape(INTERPRETERS)
+# The Faceptor and the Naive recognition heads have the same layout.
+_RECOG = r"heads_module\.(?:interpreters\.feature_v2|heads\.recog)\."
+_NAIVE_VALUE = re.escape(NAIVE) + r"(?P<type>(?!(?:recog|" + "|".join(NAIVE_DENSE_TYPES) + r")\.)[^.]+)\."
+_NAIVE_DENSE = re.escape(NAIVE) + r"(?P<type>" + "|".join(NAIVE_DENSE_TYPES) + r")\."
+_UPERNET = _NAIVE_DENSE + r"head\."
+_CONV_NORM = r"\.(?P<leaf>(?:conv|bn)\.\w+)"
+
+RENAME_RULES: tuple[tuple[str, str], ...] = (
+    # ---- encoder (FaRL ViT-B/16) ----
+    (_ENC + r"class_embedding", "encoder.embeddings.class_embedding"),
+    (_ENC + r"positional_embedding", "encoder.embeddings.position_embedding"),
+    (_ENC + r"conv1\.weight", "encoder.embeddings.patch_embedding.weight"),
+    (_ENC + r"ln_pre" + _P, "encoder.pre_layernorm.{param}"),
+    (_BLOCK + r"attn\.in_proj_(?P<param>weight|bias)", "encoder.layers.{i}.self_attn.qkv_proj.{param}"),
+    (_BLOCK + r"attn\.out_proj" + _P, "encoder.layers.{i}.self_attn.out_proj.{param}"),
+    (_BLOCK + r"ln_1" + _P, "encoder.layers.{i}.layer_norm1.{param}"),
+    (_BLOCK + r"ln_2" + _P, "encoder.layers.{i}.layer_norm2.{param}"),
+    (_BLOCK + r"mlp\.c_fc" + _P, "encoder.layers.{i}.mlp.fc1.{param}"),
+    (_BLOCK + r"mlp\.c_proj" + _P, "encoder.layers.{i}.mlp.fc2.{param}"),
+    # ---- task decoder ----
+    (_DEC + r"query_feat\.(?P<task>[^.]+)\.weight", "decoder.query_content.{task}"),
+    (_DEC + r"query_embed\.(?P<task>[^.]+)\.weight", "decoder.query_position.{task}"),
+    (_DEC + r"level_embed\.weight", "decoder.level_embeddings"),
+    (_DEC + r"input_proj\.(?P<j>\d+)\.bias", "decoder.level_projections.{j}.bias"),
+    (_DEC + r"new_level_embed\.weight", "decoder.layer_attention_embeddings"),
+    (_DEC + r"new_input_proj\.(?P<j>\d+)\.bias", "decoder.layer_attention_projections.{j}.bias"),
+    (_DEC + r"adapt_pos2d\.0" + _P, "decoder.position_mlp.fc1.{param}"),
+    (_DEC + r"adapt_pos2d\.2" + _P, "decoder.position_mlp.fc2.{param}"),
+    (_CROSS + r"multihead_attn\.out_proj" + _P, "decoder.layers.{i}.cross_attn.out_proj.{param}"),
+    (_CROSS + r"norm" + _P, "decoder.layers.{i}.cross_attn_layer_norm.{param}"),
+    (_SELF + r"self_attn\.out_proj" + _P, "decoder.layers.{i}.self_attn.out_proj.{param}"),
+    (_SELF + r"norm" + _P, "decoder.layers.{i}.self_attn_layer_norm.{param}"),
+    (_FFN + r"linear1" + _P, "decoder.layers.{i}.fc1.{param}"),
+    (_FFN + r"linear2" + _P, "decoder.layers.{i}.fc2.{param}"),
+    (_FFN + r"norm" + _P, "decoder.layers.{i}.final_layer_norm.{param}"),
+    # ---- heads: recognition (Faceptor and Naive), value, map ----
+    (_RECOG + r"norm" + _P, "recognition_heads.{recognition}.layer_norm.{param}"),
+    (_RECOG + r"head\.0" + _P, "recognition_heads.{recognition}.fc1.{param}"),
+    (_RECOG + r"head\.1" + _P, "recognition_heads.{recognition}.batch_norm1.{param}"),
+    (_RECOG + r"head\.2" + _P, "recognition_heads.{recognition}.fc2.{param}"),
+    (_RECOG + r"head\.3" + _P, "recognition_heads.{recognition}.batch_norm2.{param}"),
+    (_INTERP + r"value\.fc" + _P, "value_head.fc.{param}"),
+    (_INTERP + r"map_v2\.mask_map\.0" + _P, "map_head.upsample1.{param}"),
+    (_INTERP + r"map_v2\.mask_map\.1\.(?P<param>weight|bias)", "map_head.norm.{param}"),
+    (_INTERP + r"map_v2\.mask_map\.3" + _P, "map_head.upsample2.{param}"),
+    (_INTERP + r"map_v2\.mask_embed\.layers\.(?P<k>\d+)" + _P, "map_head.query_mlp.{k}.{param}"),
+    # ---- Naive value heads (one per type: age, biattr, affect, ...) ----
+    (_NAIVE_VALUE + r"conv\.(?P<n>\d+)\.weight", "naive_value_heads.{type}.level_convs.{n}.weight"),
+    (_NAIVE_VALUE + r"channel_attention\.mlp\.1" + _P, "naive_value_heads.{type}.gate_fc1.{param}"),
+    (_NAIVE_VALUE + r"channel_attention\.mlp\.3" + _P, "naive_value_heads.{type}.gate_fc2.{param}"),
+    (_NAIVE_VALUE + r"norm" + _P, "naive_value_heads.{type}.batch_norm.{param}"),
+    (_NAIVE_VALUE + r"feature\.0" + _P, "naive_value_heads.{type}.fc1.{param}"),
+    (_NAIVE_VALUE + r"feature\.3" + _P, "naive_value_heads.{type}.fc2.{param}"),
+    (_NAIVE_VALUE + r"fcs\.(?P<task>[^.]+)" + _P, "naive_value_heads.{type}.classifiers.{task}.{param}"),
+    # ---- Naive dense heads (UPerNet; one per type: parsing, align) ----
+    (_NAIVE_DENSE + r"fpns\.0\.0" + _P, "naive_dense_heads.{type}.upsample4_deconv1.{param}"),
+    (_NAIVE_DENSE + r"fpns\.0\.1" + _P, "naive_dense_heads.{type}.upsample4_norm.{param}"),
+    (_NAIVE_DENSE + r"fpns\.0\.3" + _P, "naive_dense_heads.{type}.upsample4_deconv2.{param}"),
+    (_NAIVE_DENSE + r"fpns\.1" + _P, "naive_dense_heads.{type}.upsample2_deconv.{param}"),
+    (_UPERNET + r"psp_modules\.(?P<n>\d+)\.1" + _CONV_NORM, "naive_dense_heads.{type}.pyramid_convs.{n}.{leaf}"),
+    (_UPERNET + r"bottleneck" + _CONV_NORM, "naive_dense_heads.{type}.bottleneck.{leaf}"),
+    (_UPERNET + r"lateral_convs\.(?P<n>\d+)" + _CONV_NORM, "naive_dense_heads.{type}.lateral_convs.{n}.{leaf}"),
+    (_UPERNET + r"fpn_convs\.(?P<n>\d+)" + _CONV_NORM, "naive_dense_heads.{type}.fpn_convs.{n}.{leaf}"),
+    (_UPERNET + r"fpn_bottleneck" + _CONV_NORM, "naive_dense_heads.{type}.fpn_bottleneck.{leaf}"),
+    (_UPERNET + r"conv_seg" + _P, "naive_dense_heads.{type}.classifier.{param}"),
+)
+
+
+def _split_in_three(tensor: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    return tensor.chunk(3, dim=0)
+
+
+def _conv1x1_as_linear(tensor: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    return (tensor.flatten(1),)
+
+
+def _qkv(prefix: str) -> tuple[str, ...]:
+    return tuple(f"{prefix}.{part}_proj.{{param}}" for part in "qkv")
+
+
+# Keys whose tensor changes form, not just name: (pattern, target templates, transform -> one tensor per target).
+TRANSFORM_RULES: tuple[tuple[str, tuple[str, ...], Callable[[torch.Tensor], tuple[torch.Tensor, ...]]], ...] = (
+    # nn.MultiheadAttention's fused projection -> separate q/k/v projections.
+    (_CROSS + r"multihead_attn\.in_proj_(?P<param>weight|bias)", _qkv("decoder.layers.{i}.cross_attn"),
+     _split_in_three),
+    (_SELF + r"self_attn\.in_proj_(?P<param>weight|bias)", _qkv("decoder.layers.{i}.self_attn"), _split_in_three),
+    # 1x1 convolutions are stored here as linear layers.
+    (_DEC + r"input_proj\.(?P<j>\d+)\.weight", ("decoder.level_projections.{j}.weight",), _conv1x1_as_linear),
+    (_DEC + r"new_input_proj\.(?P<j>\d+)\.weight", ("decoder.layer_attention_projections.{j}.weight",),
+     _conv1x1_as_linear),
+)
+
+# Keys dropped on purpose.
+DROPPED_KEYS: tuple[str, ...] = (
+    r"losses_module\..+",  # training losses: the CosFace classifier over the training identities
+    # CLIP's output head (final norm + projection): Faceptor reads the blocks' hidden states, never these.
+    _ENC + r"ln_post\.(?:weight|bias)",
+    _ENC + r"proj",
+    _INTERP + r"map_v2\.mask_map\.1\.ln\.(?:weight|bias)",  # Norm2d saves its LayerNorm twice; mask_map.1.* is kept
+)
+
+
+class ConversionRule(NamedTuple):
+    """One compiled entry of the rule table; ``targets`` is empty for a dropped key."""
+
+    pattern: re.Pattern[str]
+    targets: tuple[str, ...]
+    transform: Callable[[torch.Tensor], tuple[torch.Tensor, ...]] | None = None
+
+
+CONVERSION_RULES: tuple[ConversionRule, ...] = (
+    tuple(ConversionRule(re.compile(pattern), (target,)) for pattern, target in RENAME_RULES)
+    + tuple(ConversionRule(re.compile(pattern), targets, transform) for pattern, targets, transform in TRANSFORM_RULES)
+    + tuple(ConversionRule(re.compile(pattern), ()) for pattern in DROPPED_KEYS)
+)
+
+
+def matching_rules(key: str) -> list[tuple[ConversionRule, re.Match[str]]]:
+    """Every rule whose pattern matches the whole official ``key`` (without ``module.``), with its match."""
+    return [(rule, match) for rule in CONVERSION_RULES for match in [rule.pattern.fullmatch(key)] if match]
 
 
 class ConversionError(ValueError):
@@ -89,16 +226,24 @@ def _recognition_task_name(state) -> str:
     return "recog_ms1mv3"
 
 
-def _read_tasks(state, recognition_key: str, query_pattern: str) -> list[dict]:
+def _task(name: str, **fields):
+    try:
+        return make_task(name, **fields)
+    except ValueError as error:
+        raise ConversionError(f"cannot read task {name!r} from the checkpoint: {error}") from error
+
+
+def _read_tasks(state, recognition_key: str, query_pattern: str) -> list:
     """Recognition task (if its head exists) then one task per key matching ``query_pattern``, in key order
-    (the official ModuleDicts keep the training config's task order)."""
+    (the official ModuleDicts keep the training config's task order). A ``type`` group in the pattern (the Naive
+    head a classifier sits in) gives the task's type; otherwise it follows from the task name."""
     tasks = []
     if recognition_key in state:
-        tasks.append(make_task(_recognition_task_name(state), embedding_size=state[recognition_key].shape[0]))
+        tasks.append(_task(_recognition_task_name(state), embedding_size=state[recognition_key].shape[0]))
     for key, value in state.items():
         match = re.match(query_pattern, key)
         if match:
-            tasks.append(make_task(match.group("task"), num_queries=value.shape[0]))
+            tasks.append(_task(match.group("task"), num_queries=value.shape[0], type=match.groupdict().get("type")))
     return tasks
 
 
@@ -119,13 +264,14 @@ def infer_config(state, overrides: dict | None = None) -> tuple[FaceptorConfig, 
     naive = any(k.startswith(NAIVE) for k in state)
     if naive:
         kwargs["head_type"] = "naive"
-        tasks = _read_tasks(state, NAIVE + "recog.head.2.weight", re.escape(NAIVE) + r"\w+\.fcs\.(?P<task>[^.]+)\.weight$")
-        for task_type in ("parsing", "align"):
+        tasks = _read_tasks(state, NAIVE + "recog.head.2.weight",
+                            re.escape(NAIVE) + r"(?P<type>\w+)\.fcs\.(?P<task>[^.]+)\.weight$")
+        for task_type in NAIVE_DENSE_TYPES:
             key = NAIVE + task_type + ".head.conv_seg.weight"
             if key in state:
                 outputs = state[key].shape[0]
                 name = NAIVE_DENSE_NAMES.get((task_type, outputs), f"{task_type}_custom")
-                tasks.append(make_task(name, type=task_type, num_queries=outputs))
+                tasks.append(_task(name, type=task_type, num_queries=outputs))
         classifier = next((k for k in state if ".fcs." in k and k.endswith(".weight")), None)
         if classifier is not None:
             kwargs["naive_value_hidden_size"] = state[classifier].shape[1]
@@ -154,9 +300,6 @@ def infer_config(state, overrides: dict | None = None) -> tuple[FaceptorConfig, 
             kwargs["layer_attention_levels"] = list(LAYER_ATTENTION_LEVELS)
     if not tasks:
         raise ConversionError("no task heads found in the checkpoint")
-    for task in tasks:
-        if task_type_of(task["name"]) != task["type"]:
-            raise ConversionError(f"task {task['name']!r}: type could not be read from its name")
     kwargs["tasks"] = tasks
     kwargs.update(overrides)
     try:
@@ -166,145 +309,35 @@ def infer_config(state, overrides: dict | None = None) -> tuple[FaceptorConfig, 
         raise ConversionError(f"inconsistent checkpoint: {error}") from error
 
 
-def _split_qkv(prefix_out: str, weight: torch.Tensor, bias: torch.Tensor) -> dict:
-    out = {}
-    for name, w, b in zip(("q_proj", "k_proj", "v_proj"), weight.chunk(3, dim=0), bias.chunk(3, dim=0)):
-        out[f"{prefix_out}.{name}.weight"] = w.clone()
-        out[f"{prefix_out}.{name}.bias"] = b.clone()
-    return out
-
-
-def _map_recognition(source: str, task: str, suffix: str) -> str | None:
-    table = {"norm": "layer_norm", "head.0": "fc1", "head.1": "batch_norm1", "head.2": "fc2", "head.3": "batch_norm2"}
-    for old, new in table.items():
-        if suffix.startswith(old + "."):
-            return f"recognition_heads.{task}.{new}{suffix[len(old):]}"
-    return None
-
-
 def convert_state_dict(state, config: FaceptorConfig) -> "OrderedDict[str, torch.Tensor]":
-    """Official names -> faceptor-hf names (see the table in the README)."""
-    recog = next((t["name"] for t in config.tasks if t["readout"] == "embedding"), None)
+    """Official names -> faceptor-hf names by ``CONVERSION_RULES`` (see the table in the README).
+
+    Every key must match exactly one rule; keys that match none raise ``ConversionError`` naming up to five of
+    them, as does a recognition head when ``config`` has no recognition task to name it after.
+    """
+    fields = {"recognition": next((t.name for t in config.tasks if t.readout == "embedding"), None)}
     out: "OrderedDict[str, torch.Tensor]" = OrderedDict()
-    handled = set()
-    encoder_names = {
-        "class_embedding": "encoder.embeddings.class_embedding",
-        "positional_embedding": "encoder.embeddings.position_embedding",
-        "conv1.weight": "encoder.embeddings.patch_embedding.weight",
-        "ln_pre.weight": "encoder.pre_layernorm.weight",
-        "ln_pre.bias": "encoder.pre_layernorm.bias",
-    }
-    block_names = {"attn.in_proj_weight": "self_attn.qkv_proj.weight", "attn.in_proj_bias": "self_attn.qkv_proj.bias",
-                   "attn.out_proj": "self_attn.out_proj", "ln_1": "layer_norm1", "ln_2": "layer_norm2",
-                   "mlp.c_fc": "mlp.fc1", "mlp.c_proj": "mlp.fc2"}
-    decoder_layer_names = {
-        "transformer_cross_attention_layers.{i}.multihead_attn.out_proj": "layers.{i}.cross_attn.out_proj",
-        "transformer_cross_attention_layers.{i}.norm": "layers.{i}.cross_attn_layer_norm",
-        "transformer_self_attention_layers.{i}.self_attn.out_proj": "layers.{i}.self_attn.out_proj",
-        "transformer_self_attention_layers.{i}.norm": "layers.{i}.self_attn_layer_norm",
-        "transformer_ffn_layers.{i}.linear1": "layers.{i}.fc1",
-        "transformer_ffn_layers.{i}.linear2": "layers.{i}.fc2",
-        "transformer_ffn_layers.{i}.norm": "layers.{i}.final_layer_norm",
-    }
-    naive_value_names = {"channel_attention.mlp.1": "gate_fc1", "channel_attention.mlp.3": "gate_fc2",
-                         "norm": "batch_norm", "feature.0": "fc1", "feature.3": "fc2"}
-    naive_dense_names = {"fpns.0.0": "upsample4_deconv1", "fpns.0.1": "upsample4_norm",
-                         "fpns.0.3": "upsample4_deconv2", "fpns.1": "upsample2_deconv", "head.conv_seg": "classifier",
-                         "head.bottleneck": "bottleneck", "head.fpn_bottleneck": "fpn_bottleneck"}
-
-    def rename(old: str, table: dict) -> str | None:
-        for prefix, new in table.items():
-            if old == prefix or old.startswith(prefix + "."):
-                return new + old[len(prefix):]
-        return None
-
+    unknown = []
     for key, value in state.items():
-        new = None
-        if key.startswith("losses_module.") or key in (BACKBONE + "ln_post.weight", BACKBONE + "ln_post.bias",
-                                                       BACKBONE + "proj"):
-            handled.add(key)
+        matches = matching_rules(key)
+        if len(matches) > 1:
+            raise RuntimeError(f"{key!r} matches several conversion rules "
+                               f"{[rule.pattern.pattern for rule, _ in matches]}: the rule table is ambiguous")
+        if not matches:
+            unknown.append(key)
             continue
-        if key.startswith(BACKBONE):
-            rest = key[len(BACKBONE):]
-            new = encoder_names.get(rest)
-            match = re.match(r"transformer\.resblocks\.(\d+)\.(.+)$", rest)
-            if match:
-                mapped = rename(match.group(2), block_names)
-                new = f"encoder.layers.{match.group(1)}.{mapped}" if mapped else None
-        elif key.startswith(DECODER):
-            rest = key[len(DECODER):]
-            match = re.match(r"transformer_(cross|self)_attention_layers\.(\d+)\.(multihead_attn|self_attn)\.in_proj_"
-                             r"(weight|bias)$", rest)
-            if match:
-                kind, index = match.group(1), match.group(2)
-                if match.group(4) == "weight":
-                    bias_key = key[: -len("weight")] + "bias"
-                    out.update(_split_qkv(f"decoder.layers.{index}.{kind}_attn", value, _require(state, bias_key)))
-                    handled.update({key, bias_key})
-                continue
-            match = re.match(r"(query_feat|query_embed)\.([^.]+)\.weight$", rest)
-            if match:
-                field = "query_content" if match.group(1) == "query_feat" else "query_position"
-                new = f"decoder.{field}.{match.group(2)}"
-            elif rest == "level_embed.weight":
-                new = "decoder.level_embeddings"
-            elif rest == "new_level_embed.weight":
-                new = "decoder.layer_attention_embeddings"
-            elif re.match(r"(new_)?input_proj\.\d+\.(weight|bias)$", rest):
-                field = "layer_attention_projections" if rest.startswith("new_") else "level_projections"
-                index, param = rest.split(".")[-2:]
-                new = f"decoder.{field}.{index}.{param}"
-                value = value.flatten(1) if param == "weight" else value
-            elif rest.startswith("adapt_pos2d."):
-                new = "decoder.position_mlp." + {"0": "fc1", "2": "fc2"}[rest.split(".")[1]] + "." + rest.split(".")[2]
-            else:
-                match = re.match(r"(transformer_\w+_layers)\.(\d+)\.(.+)$", rest)
-                if match:
-                    table = {k.format(i=match.group(2)): v.format(i=match.group(2)) for k, v in decoder_layer_names.items()}
-                    mapped = rename(rest, table)
-                    new = f"decoder.{mapped}" if mapped else None
-        elif key.startswith(INTERPRETERS):
-            rest = key[len(INTERPRETERS):]
-            if rest.startswith("feature_v2.") and recog:
-                new = _map_recognition(rest, recog, rest[len("feature_v2."):])
-            elif rest.startswith("value.fc."):
-                new = "value_head.fc." + rest.split(".")[-1]
-            elif rest.startswith("map_v2.mask_map.1.ln."):
-                handled.add(key)  # Norm2d alias of mask_map.1.weight/bias
-                continue
-            elif rest.startswith("map_v2.mask_map."):
-                index, param = rest.split(".")[2], rest.split(".")[3]
-                new = "map_head." + {"0": "upsample1", "1": "norm", "3": "upsample2"}[index] + "." + param
-            elif rest.startswith("map_v2.mask_embed.layers."):
-                index, param = rest.split(".")[3], rest.split(".")[4]
-                new = f"map_head.query_mlp.{index}.{param}"
-        elif key.startswith(NAIVE):
-            rest = key[len(NAIVE):]
-            head_type, sub = rest.split(".", 1)
-            if head_type == "recog" and recog:
-                new = _map_recognition(sub, recog, sub)
-            elif head_type in ("parsing", "align"):
-                match = re.match(r"head\.(psp_modules)\.(\d+)\.1\.(.+)$", sub)
-                if match:
-                    new = f"pyramid_convs.{match.group(2)}.{match.group(3)}"
-                else:
-                    new = rename(sub, naive_dense_names)
-                    if new is None and sub.startswith("head."):
-                        new = sub[len("head."):]
-                new = f"naive_dense_heads.{head_type}.{new}" if new else None
-            else:
-                match = re.match(r"conv\.(\d+)\.weight$", sub)
-                if match:
-                    new = f"naive_value_heads.{head_type}.level_convs.{match.group(1)}.weight"
-                elif sub.startswith("fcs."):
-                    new = f"naive_value_heads.{head_type}.classifiers.{sub[len('fcs.'):]}"
-                else:
-                    mapped = rename(sub, naive_value_names)
-                    new = f"naive_value_heads.{head_type}.{mapped}" if mapped else None
-        if new is None:
-            raise ConversionError(f"unexpected key {key!r}: not part of an official Faceptor checkpoint")
-        out[new] = value.clone()
-        handled.add(key)
+        rule, match = matches[0]
+        groups = {**fields, **match.groupdict()}
+        if any("{recognition}" in target for target in rule.targets) and groups["recognition"] is None:
+            unknown.append(key)
+            continue
+        tensors = rule.transform(value) if rule.transform is not None else (value,)
+        for target, tensor in zip(rule.targets, tensors):
+            out[target.format(**groups)] = tensor.clone()
+    if unknown:
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        raise ConversionError(f"unexpected key{'s' if len(unknown) > 1 else ''} {unknown[:5]}{more}: not part of "
+                              "an official Faceptor checkpoint")
     return out
 
 
@@ -347,7 +380,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config-overrides", default=None,
                         help="JSON object of FaceptorConfig fields to set (e.g. head counts of a custom model)")
     parser.add_argument("--push-to-hub", metavar="REPO", default=None,
-                        help="also publish model, processor, code and model card to this Hub repo (one commit each)")
+                        help="also publish model, processor, code and model card to this Hub repo (one commit)")
     parser.add_argument("--private", action="store_true", help="create the Hub repo as private")
     parser.add_argument("--revision", default=None, help="branch to push to (created if needed)")
     parser.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or the stored login)")
@@ -362,17 +395,14 @@ def run(args: argparse.Namespace) -> int:
         return 2
     print(f"wrote {variant} to {args.output}")
     if args.push_to_hub:
-        from .hub import PushError
+        from .hub import PushError, push_to_hub
 
         processor = FaceptorImageProcessor.from_pretrained(args.output)
         try:
-            print(f"pushing model, code and model card to {args.push_to_hub} ...", flush=True)
-            info = model.push_to_hub(args.push_to_hub, private=args.private or None, token=args.token,
-                                     revision=args.revision, commit_message=f"Add {variant} (converted)")
+            print(f"pushing model, processor, code and model card to {args.push_to_hub} ...", flush=True)
+            info = push_to_hub(args.push_to_hub, model=model, processor=processor, private=args.private or None,
+                               token=args.token, revision=args.revision, commit_message=f"Add {variant} (converted)")
             print(f"  {info.commit_url}", flush=True)
-            print("pushing image processor ...", flush=True)
-            info = processor.push_to_hub(args.push_to_hub, token=args.token, revision=args.revision)
-            print(f"  {info.commit_url}")
         except PushError as error:
             print(f"error: {error}")
             return 3

@@ -17,7 +17,15 @@ from safetensors.torch import load_file
 from transformers import AutoImageProcessor, AutoModel
 
 from faceptor_hf import FaceptorImageProcessor, FaceptorModel
-from faceptor_hf.convert_faceptor_original_to_hf import ConversionError, convert_checkpoint
+from faceptor_hf.convert_faceptor_original_to_hf import (
+    CONVERSION_RULES,
+    ConversionError,
+    convert_checkpoint,
+    convert_state_dict,
+    infer_config,
+    load_official_state_dict,
+    matching_rules,
+)
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden"
 CLIP_MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073])[:, None, None]
@@ -32,16 +40,23 @@ def golden_inputs():
     return small, dense
 
 
+def golden_checkpoint(name):
+    return str(GOLDEN / name / "checkpoint_rank0_iter_50000.pth.tar")
+
+
+def golden_overrides(name):
+    return json.loads((GOLDEN / name / "meta.json").read_text())["config_overrides"]
+
+
 def convert_golden(name, output_dir=None):
-    meta = json.loads((GOLDEN / name / "meta.json").read_text())
-    return convert_checkpoint(str(GOLDEN / name / "checkpoint_rank0_iter_50000.pth.tar"), output_dir,
-                              meta["config_overrides"])
+    return convert_checkpoint(golden_checkpoint(name), output_dir, golden_overrides(name))
 
 
 @pytest.mark.parametrize("name", list(VARIANTS))
 def test_golden_parity_with_official_code(name):
     model, variant = convert_golden(name)
     assert VARIANTS[name] in variant
+    assert model.is_untrained is False  # converted weights were loaded with load_state_dict
     expected = load_file(GOLDEN / name / "expected.safetensors")
     small, dense = golden_inputs()
     with torch.no_grad():
@@ -67,6 +82,7 @@ def test_batchnorm_running_statistics_are_used():
 def test_converted_folder_loads_with_auto_classes(tmp_path):
     convert_golden("faceptor_stage2", str(tmp_path))
     names = {p.name for p in tmp_path.iterdir()}
+    assert json.loads((tmp_path / "config.json").read_text()).get("untrained") is not True
     assert {"config.json", "model.safetensors", "preprocessor_config.json", "modeling_faceptor.py"} <= names
     model = AutoModel.from_pretrained(tmp_path)
     processor = AutoImageProcessor.from_pretrained(tmp_path)
@@ -78,6 +94,38 @@ def test_converted_folder_loads_with_auto_classes(tmp_path):
     with torch.no_grad():
         out = model(pixel_values=small, dense_pixel_values=dense)
     torch.testing.assert_close(out.task_logits["age_tiny"], expected["age_tiny"], atol=1e-4, rtol=1e-4)
+
+
+def test_rule_table_is_total_and_unambiguous():
+    """Every key of every golden checkpoint matches exactly one rule, conversion consumes all of them, and every
+    rule is needed by some golden checkpoint."""
+    used = set()
+    for name in VARIANTS:
+        state = load_official_state_dict(golden_checkpoint(name))
+        config, _ = infer_config(state, golden_overrides(name))
+        produced = 0
+        for key in state:
+            matches = matching_rules(key)
+            assert len(matches) == 1, f"{name}: {key} matches {len(matches)} rules"
+            rule = matches[0][0]
+            used.add(rule)
+            produced += len(rule.targets)
+        assert len(convert_state_dict(state, config)) == produced
+    assert [rule.pattern.pattern for rule in CONVERSION_RULES if rule not in used] == []
+
+
+def test_error_unknown_key_is_named(tmp_path):
+    source = torch.load(golden_checkpoint("naive"), weights_only=True)
+    state = dict(source["state_dict"])
+    unknown = "backbone_module.visual.transformer.resblocks.0.ls_1.gamma"
+    state["module." + unknown] = torch.zeros(4)
+    with pytest.raises(ConversionError, match=r"unexpected key \['" + unknown.replace(".", r"\.") + r"'\]"):
+        convert_checkpoint(_write(tmp_path / "extra.pth", {"state_dict": state}), None, golden_overrides("naive"))
+    for index in range(7):
+        state[f"module.heads_module.heads.age.extra{index}.weight"] = torch.zeros(1)
+    with pytest.raises(ConversionError, match=r"unexpected keys \[.*\] and 3 more") as error:
+        convert_checkpoint(_write(tmp_path / "extras.pth", {"state_dict": state}), None, golden_overrides("naive"))
+    assert unknown in str(error.value)
 
 
 def test_command_line_conversion(tmp_path):
