@@ -1,14 +1,17 @@
 """faceptor-hf: the Hugging Face-native home of Faceptor (ECCV 2024) face perception."""
 
+import re
 from pathlib import Path
 
 from setuptools import find_packages, setup
 
 here = Path(__file__).parent
+# One version, kept in the package (faceptor-hf --version prints it).
+version = re.search(r'^__version__ = "([^"]+)"', (here / "faceptor_hf" / "__init__.py").read_text(), re.M).group(1)
 
 setup(
     name="faceptor-hf",
-    version="0.1.0",
+    version=version,
     description="Faceptor generalist face perception (landmarks, parsing, age, expression, attributes, "
     "recognition) for transformers",
     long_description=(here / "README.md").read_text(encoding="utf-8"),
@@ -36,7 +39,7 @@ setup(
         "train": ["accelerate>=1.15,<2", "datasets>=5.2,<6"],
         "dev": ["pytest>=8,<10", "accelerate>=1.15,<2", "datasets>=5.2,<6"],
     },
-    entry_points={"console_scripts": ["faceptor-hf=faceptor_hf.cli:main"]},
+    entry_points={"console_scripts": ["faceptor-hf=faceptor_hf.commands:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "License :: OSI Approved :: MIT License",

@@ -11,7 +11,6 @@ all (the whole image is taken as an already aligned face crop). Warps are batche
 requested device, with pixel-index coordinates (pixel centres at integers) throughout.
 """
 
-from __future__ import annotations
 
 import difflib
 from typing import TypedDict

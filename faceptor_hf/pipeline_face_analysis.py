@@ -15,7 +15,6 @@ A model object works too, e.g. an untrained one to try the code path (its result
     pipe = pipeline("face-analysis", model=FaceptorModel(FaceptorConfig.faceptor_base()))
 """
 
-from __future__ import annotations
 
 import os
 import time
@@ -49,12 +48,12 @@ class FaceAnalysisOptions(TypedDict, total=False):
 
     batch_size: int
     tasks: object
-    min_face_size: float
+    min_face_size: int | float
     max_faces: int | None
     face_keypoints: object
     face_boxes: object
     detector: object
-    score_threshold: float | None
+    score_threshold: int | float | None
     mask_format: str
     num_workers: int
     on_error: str

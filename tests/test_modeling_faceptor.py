@@ -161,18 +161,57 @@ def test_remote_code_load_without_package(tmp_path):
     assert "REMOTE-OK" in result.stdout, result.stderr[-3000:]
 
 
-@pytest.mark.parametrize("implementation", ["eager", "sdpa"])
-def test_attention_implementations_agree(implementation):
-    config = tiny_config()
-    reference = build(config)
-    other_config = tiny_config()
-    other_config._attn_implementation = implementation
-    other = build(other_config)
+def test_sdpa_agrees_with_eager_attention():
+    eager_config, sdpa_config = tiny_config(), tiny_config()
+    eager_config._attn_implementation, sdpa_config._attn_implementation = "eager", "sdpa"
+    reference, other = build(eager_config), build(sdpa_config)
     other.load_state_dict(reference.state_dict())
+    assert reference.config._attn_implementation == "eager" and other.config._attn_implementation == "sdpa"
     x112, x512 = tiny_inputs()
     with torch.no_grad():
         assert_outputs_close(reference(pixel_values=x112, dense_pixel_values=x512),
                              other(pixel_values=x112, dense_pixel_values=x512), atol=2e-5)
+
+
+def test_flex_attention_is_not_claimed(tmp_path):
+    """flex_attention crashed the process on CPU (torch 2.13); asking for it must be a clear error instead."""
+    build(tiny_config()).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="flex"):
+        FaceptorModel.from_pretrained(tmp_path, attn_implementation="flex_attention")
+
+
+def test_output_hidden_states_gives_every_encoder_layer():
+    model = build(tiny_config())
+    x112, x512 = tiny_inputs()
+    with torch.no_grad():
+        out = model(pixel_values=x112, dense_pixel_values=x512, output_hidden_states=True)
+        encoder_only = model(pixel_values=x112, tasks=[], output_hidden_states=True)
+        plain = model(pixel_values=x112)
+    layers, width = model.config.num_hidden_layers, model.config.hidden_size
+    assert len(out.hidden_states) == layers + 1 and len(out.dense_hidden_states) == layers + 1
+    assert out.hidden_states[-1].shape == (2, 1 + 7 * 7, width)
+    assert out.dense_hidden_states[-1].shape == (2, 1 + 4 * 4, width)
+    assert encoder_only.task_logits == {} and encoder_only.dense_hidden_states is None
+    torch.testing.assert_close(encoder_only.hidden_states[-1], out.hidden_states[-1])
+    assert plain.hidden_states is None
+    # the recognition head pools the recognition layer's patch tokens: those are hidden_states[layer + 1][:, 1:]
+    head = model.recognition_heads["recog_ms1mv3"]
+    with torch.no_grad():
+        pooled = head(out.hidden_states[model.config.recognition_layer + 1][:, 1:])
+    torch.testing.assert_close(pooled, out.task_logits["recog_ms1mv3"])
+
+
+def test_untrained_flag_follows_the_weights(tmp_path):
+    model = build(tiny_config())
+    x112 = tiny_inputs()[0]
+    assert model.is_untrained and model(pixel_values=x112).untrained is True
+    model.save_pretrained(tmp_path / "random")
+    assert FaceptorModel.from_pretrained(tmp_path / "random").is_untrained  # a saved random model stays flagged
+    trained = build(tiny_config())
+    trained.load_state_dict(model.state_dict())
+    assert not trained.is_untrained and trained(pixel_values=x112).untrained is None
+    trained.save_pretrained(tmp_path / "trained")
+    assert not FaceptorModel.from_pretrained(tmp_path / "trained").is_untrained
 
 
 def test_bfloat16_forward_is_dtype_clean(variant_config):
@@ -187,7 +226,7 @@ def test_bfloat16_forward_is_dtype_clean(variant_config):
         assert (value.float() - reference.task_logits[name]).abs().max().item() < 0.1 * scale, name
 
 
-def test_inference_caches_follow_weight_updates():
+def test_outputs_follow_weight_updates_in_place():
     model = build(tiny_config())
     x112, x512 = tiny_inputs()
     with torch.no_grad():

@@ -131,61 +131,6 @@ def test_remote_code_pipeline_without_the_package(pipe, tmp_path):
     assert abs(remote[0]["tasks"]["age_morph2"]["age"] - expected[0]["tasks"]["age_morph2"]["age"]) < 1e-3
 
 
-def test_cli_analyze_writes_json_overlays_and_resumes(checkpoint, tmp_path):
-    bad = tmp_path / "broken.jpg"
-    bad.write_bytes((IMAGES / "grace_hopper.jpg").read_bytes()[:2000])
-    out = tmp_path / "out"
-    command = [sys.executable, "-m", "faceptor_hf.cli", "analyze", str(IMAGES), str(bad), "--model", str(checkpoint),
-               "--output-dir", str(out)]
-    first = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert first.returncode == 1, first.stdout + first.stderr  # one input failed
-    assert "broken.jpg" in first.stderr and "truncated" in first.stderr
-    record = json.loads((out / "astronaut.json").read_text())
-    assert len(record["faces"]) == 1 and "parsing_celebam" in record["faces"][0]["tasks"]
-    assert (out / "astronaut.png").exists() and (out / "grace_hopper.png").exists()
-    lines = (out / "results.jsonl").read_text().splitlines()
-    assert len(lines) == 3
-    second = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert "3 already done" in second.stdout or "already done of 3" in second.stdout, second.stdout
-    assert len((out / "results.jsonl").read_text().splitlines()) == 3
-
-
-def test_cli_without_model_says_what_to_do(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "faceptor_hf.cli", "analyze", str(IMAGES), "--output-dir",
-                             str(tmp_path)], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2 and "--random-weights" in result.stderr and "convert" in result.stderr
-
-
-def test_cli_streams_a_dataset(checkpoint, tmp_path):
-    data = tmp_path / "photos"
-    data.mkdir()
-    for name in ("astronaut.png", "grace_hopper.jpg"):
-        (data / name).write_bytes((IMAGES / name).read_bytes())
-    out = tmp_path / "out"
-    result = subprocess.run([sys.executable, "-m", "faceptor_hf.cli", "analyze", "--dataset", str(data), "--model",
-                             str(checkpoint), "--output-dir", str(out), "--no-overlay"],
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout + result.stderr[-2000:]
-    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    assert sorted(r["input"] for r in records) == [f"{data}/train/0", f"{data}/train/1"]
-    assert all(len(r["faces"]) == 1 for r in records)
-
-
-def test_cli_shards_across_processes(checkpoint, tmp_path):
-    """Two CPU processes (torchrun, as `accelerate launch` starts them) each analyse their own share."""
-    out = tmp_path / "out"
-    env = dict(os.environ, ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1")
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                             "--master_port", "29533", "-m", "faceptor_hf.cli", "analyze", str(IMAGES), "--model",
-                             str(checkpoint), "--output-dir", str(out), "--no-overlay"],
-                            capture_output=True, text=True, timeout=600, env=env)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    shards = [[json.loads(line)["input"] for line in (out / f"results.rank{rank}.jsonl").read_text().splitlines()]
-              for rank in (0, 1)]
-    assert sorted(shards[0] + shards[1]) == sorted(str(p) for p in IMAGES.glob("*.*") if p.suffix != ".md")
-    assert shards[0] and shards[1] and not set(shards[0]) & set(shards[1])
-
-
 def test_flip_recognition_sums_mirrored_embeddings(pipe):
     image = str(IMAGES / "astronaut.png")
     plain = pipe(image, tasks=["recog_ms1mv3"])[0]["tasks"]["recog_ms1mv3"]["embedding"]

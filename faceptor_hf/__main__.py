@@ -1,0 +1,5 @@
+"""``python -m faceptor_hf ...`` is ``faceptor-hf ...``."""
+
+from .commands import main
+
+raise SystemExit(main())
