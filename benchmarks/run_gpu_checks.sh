@@ -12,5 +12,6 @@ python benchmarks/benchmark_inference.py --device cuda --dtype bfloat16 --batch-
     --json "$OUT/inference.jsonl"
 python benchmarks/benchmark_inference.py --device cuda --dtype bfloat16 --batch-sizes 1 128 --warmup 3 --iters 20 \
     --compile --skip-baseline --json "$OUT/inference_compiled.jsonl"
+python benchmarks/benchmark_position_cache.py --device cuda --dtype bfloat16 | tee "$OUT/position_cache.jsonl"
 python benchmarks/benchmark_pipeline.py --device cuda --dtype bfloat16 --images 64 --batch-size 128 \
     --json "$OUT/pipeline.jsonl"

@@ -106,6 +106,8 @@ class TaskType:
         flip_permutation: ``(task) -> list[int] | None``: output order after a horizontal flip (identity where
             nothing swaps); None where a flip cannot be expressed by reordering (e.g. signed yaw) — augmentation
             must not flip such tasks.
+        label_column: the column of the common dataset schema that holds this type's targets (``identity``,
+            ``age``, ``attributes``, ``expression``, ``mask``, ``landmarks``, ...); training and evaluation read it.
         spatial: None, ``"points"`` (``decode`` gives ``points`` in crop pixels that the processor maps back to the
             image) or ``"mask"`` (the processor warps the raw logits back to the image before ``parsing_labels``).
         loss: ``(task, raw, targets) -> scalar`` — attached by ``faceptor_hf.training``.
@@ -121,13 +123,14 @@ class TaskType:
     describe_labels: Callable
     default_labels: Callable
     flip_permutation: Callable
+    label_column: str
     spatial: str | None = None
     loss: Callable | None = None
     metric: Callable | None = None
 
     #: parts every registered type must have (``loss``/``metric`` join once training/evaluation register them)
     REQUIRED_PARTS = ("readout", "model_input", "decode", "format", "summarize", "describe_labels",
-                      "default_labels", "flip_permutation")
+                      "default_labels", "flip_permutation", "label_column")
 
     def validate(self):
         if self.readout not in READOUTS:
@@ -330,29 +333,32 @@ def _flip_parsing(task):
     return _permutation_from_pairs(task.num_queries, pairs)
 
 
-def _value_type(name, decode, format, summarize, default_labels, flip=_identity_flip, describe=_listed_labels):
+def _value_type(name, label_column, decode, format, summarize, default_labels, flip=_identity_flip,
+                describe=_listed_labels):
     return TaskType(name=name, readout="value", model_input="pixel_values", decode=decode, format=format,
                     summarize=summarize, describe_labels=describe, default_labels=default_labels,
-                    flip_permutation=flip)
+                    flip_permutation=flip, label_column=label_column)
 
 
 for _task_type in (
     TaskType(name="recog", readout="embedding", model_input="pixel_values", decode=_decode_embedding,
              format=_format_embedding, summarize=_no_summary, describe_labels=_describe_embedding,
-             default_labels=lambda count: [], flip_permutation=_identity_flip),
-    _value_type("age", _decode_age, _format_age, _summarize_age, lambda count: [str(i) for i in range(count)],
+             default_labels=lambda count: [], flip_permutation=_identity_flip, label_column="identity"),
+    _value_type("age", "age", _decode_age, _format_age, _summarize_age, lambda count: [str(i) for i in range(count)],
                 describe=_describe_age),
-    _value_type("biattr", _decode_attributes, _format_attributes, _summarize_attributes, _numbered("attribute")),
-    _value_type("affect", _decode_classes, _format_classes, _summarize_classes, _numbered("class")),
-    _value_type("classification", _decode_classes, _format_classes, _summarize_classes, _numbered("class")),
+    _value_type("biattr", "attributes", _decode_attributes, _format_attributes, _summarize_attributes, _numbered("attribute")),
+    _value_type("affect", "expression", _decode_classes, _format_classes, _summarize_classes, _numbered("class")),
+    _value_type("classification", "label", _decode_classes, _format_classes, _summarize_classes, _numbered("class")),
     # A regression target may change sign under a flip (yaw, roll): flipping is left to the user's own type.
-    _value_type("regression", _decode_values, _format_values, _summarize_values, _numbered("value"), flip=_no_flip),
+    _value_type("regression", "values", _decode_values, _format_values, _summarize_values, _numbered("value"), flip=_no_flip),
     TaskType(name="parsing", readout="map", model_input="dense_pixel_values", decode=_decode_parsing,
              format=_format_parsing, summarize=_no_summary, describe_labels=_listed_labels,
-             default_labels=_numbered("class"), flip_permutation=_flip_parsing, spatial="mask"),
+             default_labels=_numbered("class"), flip_permutation=_flip_parsing, label_column="mask",
+             spatial="mask"),
     TaskType(name="align", readout="map", model_input="dense_pixel_values", decode=_decode_landmarks,
              format=_format_landmarks, summarize=_no_summary, describe_labels=_describe_landmarks,
-             default_labels=_numbered("point"), flip_permutation=_flip_landmarks, spatial="points"),
+             default_labels=_numbered("point"), flip_permutation=_flip_landmarks, label_column="landmarks",
+             spatial="points"),
 ):
     register_task_type(_task_type)
 

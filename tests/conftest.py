@@ -47,3 +47,22 @@ def tiny_inputs(batch=2, seed=0, dense_size=64):
     generator = torch.Generator().manual_seed(seed)
     return (torch.randn(batch, 3, 112, 112, generator=generator),
             torch.randn(batch, 3, dense_size, dense_size, generator=generator))
+
+
+# ---- slow tests: subprocess round trips (remote code, Hub server, torchrun), torch.compile -------------------------
+# The default run leaves them out to stay quick while developing; CI and README's test command pass --run-slow.
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true", help="also run tests marked slow (what CI runs)")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: a test that takes seconds (subprocesses, servers, compilation)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --run-slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

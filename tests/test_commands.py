@@ -282,6 +282,7 @@ def test_ctrl_c_keeps_written_records_and_resumes(checkpoint, tmp_path, capsys):
     assert sorted(r["input"] for r in records(jsonl)) == sorted(str(p) for p in photos.iterdir())
 
 
+@pytest.mark.slow
 def test_shards_across_processes(checkpoint, tmp_path):
     """Two CPU processes (torchrun, as `accelerate launch` starts them) each analyse their own share."""
     out = tmp_path / "out"

@@ -12,6 +12,8 @@ import pytest
 
 from hub_server import FakeHub
 
+pytestmark = pytest.mark.slow  # a loopback Hub server and a subprocess per scenario
+
 ROOT = Path(__file__).parent.parent
 IMAGES = ROOT / "examples" / "images"
 REPO = "user/faceptor-tiny"

@@ -132,6 +132,7 @@ def test_save_load_round_trip(tmp_path, variant_config):
                              loaded(pixel_values=x112, dense_pixel_values=x512), atol=0)
 
 
+@pytest.mark.slow
 def test_remote_code_load_without_package(tmp_path):
     model = build(tiny_config(layer_attention=True))
     folder = tmp_path / "model"
@@ -306,6 +307,7 @@ def test_new_task_is_a_config_change():
     assert model.config.id2label_by_task["pose_biwi"] == {0: "yaw", 1: "pitch", 2: "roll"}
 
 
+@pytest.mark.slow
 def test_torch_compile_full_graph(variant_config):
     model = build(variant_config)
     compiled = torch.compile(model, backend="aot_eager", fullgraph=True)

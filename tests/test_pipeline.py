@@ -105,6 +105,7 @@ def test_bad_inputs_in_a_batch_are_reported_and_others_kept(pipe, tmp_path):
         pipe(str(tmp_path / "empty.jpg"))
 
 
+@pytest.mark.slow
 def test_remote_code_pipeline_without_the_package(pipe, tmp_path):
     folder = tmp_path / "release"
     pipe.save_pretrained(folder)
