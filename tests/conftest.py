@@ -1,9 +1,14 @@
 """Shared helpers: tiny configurations that keep every test on CPU and fast."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from faceptor_hf import FaceptorConfig
+
+IMAGES = Path(__file__).parent.parent / "examples" / "images"
+SIX_TASKS = ["recog_ms1mv3", "age_morph2", "biattr_celeba", "affect_affectnet", "parsing_celebam", "align_300w"]
 
 TINY_ENCODER = dict(
     hidden_size=24, num_hidden_layers=4, num_attention_heads=2, intermediate_size=48, patch_size=16,
@@ -47,6 +52,18 @@ def tiny_inputs(batch=2, seed=0, dense_size=64):
     generator = torch.Generator().manual_seed(seed)
     return (torch.randn(batch, 3, 112, 112, generator=generator),
             torch.randn(batch, 3, dense_size, dense_size, generator=generator))
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A saved tiny model (the six-task analysis) with its processor: a folder the pipeline and the CLI load."""
+    from faceptor_hf import FaceptorImageProcessor, FaceptorModel
+
+    folder = tmp_path_factory.mktemp("tiny_faceptor")
+    torch.manual_seed(0)
+    FaceptorModel(tiny_config(tasks=SIX_TASKS)).eval().save_pretrained(folder)
+    FaceptorImageProcessor().save_pretrained(folder)
+    return folder
 
 
 # ---- slow tests: subprocess round trips (remote code, Hub server, torchrun), torch.compile -------------------------

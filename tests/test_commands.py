@@ -19,24 +19,12 @@ import PIL.Image
 import pytest
 import torch
 
-from conftest import tiny_config
-from faceptor_hf import FaceAnalysisPipeline, FaceptorImageProcessor, FaceptorModel, __version__
+from conftest import IMAGES, SIX_TASKS
+from faceptor_hf import FaceAnalysisPipeline, __version__
 from faceptor_hf.commands import SUBCOMMANDS, build_parser, main
 from faceptor_hf.commands.analyze import StemNamer
 from faceptor_hf.image_processing_faceptor import decode_mask
 
-IMAGES = Path(__file__).parent.parent / "examples" / "images"
-SIX_TASKS = ["recog_ms1mv3", "age_morph2", "biattr_celeba", "affect_affectnet", "parsing_celebam", "align_300w"]
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny_faceptor")
-    torch.manual_seed(0)
-    model = FaceptorModel(tiny_config(tasks=SIX_TASKS)).eval()
-    model.save_pretrained(folder)
-    FaceptorImageProcessor().save_pretrained(folder)
-    return folder
 
 
 def analyze(capsys, *arguments) -> tuple[int, str, str]:

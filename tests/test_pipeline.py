@@ -5,29 +5,15 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from transformers import pipeline
 
-from conftest import tiny_config
-from faceptor_hf import FaceAnalysisError, FaceptorImageProcessor, FaceptorModel
+from conftest import IMAGES, SIX_TASKS
+from faceptor_hf import FaceAnalysisError
 from faceptor_hf.image_processing_faceptor import decode_mask
 
-IMAGES = Path(__file__).parent.parent / "examples" / "images"
-SIX_TASKS = ["recog_ms1mv3", "age_morph2", "biattr_celeba", "affect_affectnet", "parsing_celebam", "align_300w"]
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny_faceptor")
-    torch.manual_seed(0)
-    model = FaceptorModel(tiny_config(tasks=SIX_TASKS)).eval()
-    model.save_pretrained(folder)
-    FaceptorImageProcessor().save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")
