@@ -1,0 +1,106 @@
+"""How a dataset row becomes a model crop: the one rule shared by training and evaluation (``datasets.md``).
+
+1. ``face_keypoints`` present -> 5-point similarity onto the input's template (ArcFace at 112 px, FaRL at 512 px);
+2. else ``face_box`` present -> the official box crop (``box_crop_matrix_official``: box edges onto the crop's
+   outer edges, anisotropic where the box is not square), then a zoom about the crop centre (``zoom``, e.g. the
+   0.8 of the 300W/WFLW/COFW landmark protocol);
+3. else the image is already the aligned crop: resized to the input size.
+
+Augmentations compose with that matrix (``centre_similarity``: shift, rotation, scale about the centre); labels
+go through the same matrix (``warp_points``, ``warp_mask``), so predictions map back with its inverse.
+Shapes: images (3, H, W) float in [0, 1]; masks (H, W) int; points (N, 2) pixel-index XY.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ..face_alignment import (
+    arcface_template,
+    compose,
+    farl_template,
+    invert_affine,
+    resize_matrix,
+    sampling_grid,
+    similarity_transform,
+    transform_points,
+    warp_faces,
+)
+
+CROP_SIZE = {"pixel_values": 112, "dense_pixel_values": 512}
+
+
+def box_crop_matrix_official(box, size: int) -> torch.Tensor:
+    """(2, 3) float64: box (x1, y1, x2, y2, boundary coordinates) onto a ``size`` crop with
+    x' = (x - x1) * size / (x2 - x1) - 0.5 (and likewise y), as the official landmark datasets crop."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    if x2 <= x1 or y2 <= y1:
+        raise ValueError(f"face_box {[x1, y1, x2, y2]} has no area")
+    sx, sy = size / (x2 - x1), size / (y2 - y1)
+    return torch.tensor([[sx, 0.0, -x1 * sx - 0.5], [0.0, sy, -y1 * sy - 0.5]], dtype=torch.float64)
+
+
+def centre_similarity(size: int, scale: float = 1.0, angle: float = 0.0, shift=(0.0, 0.0)) -> torch.Tensor:
+    """(2, 3) float64 p -> s R(angle) (p - c) + c + shift about the crop centre c = ((size - 1) / 2, ...);
+    ``angle`` in radians (y down), ``shift`` in crop pixels."""
+    c = (size - 1) / 2.0
+    cos, sin = math.cos(angle) * scale, math.sin(angle) * scale
+    return torch.tensor([[cos, -sin, c - cos * c + sin * c + shift[0]],
+                         [sin, cos, c - sin * c - cos * c + shift[1]]], dtype=torch.float64)
+
+
+def horizontal_flip(size: int) -> torch.Tensor:
+    """(2, 3) float64 mirror of a ``size`` crop: x -> size - 1 - x."""
+    return torch.tensor([[-1.0, 0.0, size - 1.0], [0.0, 1.0, 0.0]], dtype=torch.float64)
+
+
+def row_matrix(row: dict, model_input: str, image_size: tuple[int, int], zoom: float = 1.0,
+               dense_face_scale: float = 1.0) -> torch.Tensor:
+    """(2, 3) float64 image -> crop matrix of a schema row for ``model_input`` (rules 1-3 of the module doc).
+
+    ``zoom`` shrinks box crops about the centre (landmark protocols: 0.8, AFLW 1.0); ``dense_face_scale`` scales
+    the FaRL template of keypoint crops at 512 px (1.0 = the template as trained for LaPa)."""
+    size = CROP_SIZE[model_input]
+    keypoints, box = row.get("face_keypoints"), row.get("face_box")
+    if keypoints is not None:
+        points = torch.as_tensor(keypoints, dtype=torch.float64).reshape(1, 5, 2)
+        template = arcface_template(size) if model_input == "pixel_values" else farl_template(size, dense_face_scale)
+        return similarity_transform(points, template)[0]
+    if box is not None:
+        matrix = box_crop_matrix_official(box, size)
+        return compose(centre_similarity(size, zoom), matrix) if zoom != 1.0 else matrix
+    height, width = image_size
+    return resize_matrix(height, width, size, size)
+
+
+def warp_image(image: torch.Tensor, matrix: torch.Tensor, size: int) -> torch.Tensor:
+    """(3, H, W) float -> (3, size, size): bilinear, zero outside the image (anti-aliased for large shrinks)."""
+    return warp_faces(image, matrix[None], (size, size))[0]
+
+
+def warp_mask(mask: torch.Tensor, matrix: torch.Tensor, size: int) -> torch.Tensor:
+    """(H, W) integer labels -> (size, size) int64 by nearest sampling; 0 (background) outside the image."""
+    grid = sampling_grid(matrix[None].to(torch.float64), tuple(mask.shape[-2:]), (size, size))
+    sampled = F.grid_sample(mask[None, None].float(), grid.float(), mode="nearest", padding_mode="zeros",
+                            align_corners=False)
+    return sampled[0, 0].round().long()
+
+
+def warp_points(points: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    """(N, 2) image points -> (N, 2) crop points (float64)."""
+    return transform_points(matrix[None].to(torch.float64), torch.as_tensor(points, dtype=torch.float64)[None])[0]
+
+
+def unwarp_points(points: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    """(..., N, 2) crop points -> image points through the inverse of ``matrix`` (2, 3) or (..., 2, 3)."""
+    points = torch.as_tensor(points, dtype=torch.float64)
+    matrices = matrix.to(torch.float64).expand(points.shape[:-2] + (2, 3)) if matrix.ndim == 2 else matrix
+    flat = matrices.reshape(-1, 2, 3)
+    return transform_points(invert_affine(flat), points.reshape(flat.shape[0], -1, 2)).reshape(points.shape)
+
+
+__all__ = ["CROP_SIZE", "box_crop_matrix_official", "centre_similarity", "horizontal_flip", "row_matrix",
+           "unwarp_points", "warp_image", "warp_mask", "warp_points"]
