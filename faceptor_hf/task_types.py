@@ -110,8 +110,10 @@ class TaskType:
             ``age``, ``attributes``, ``expression``, ``mask``, ``landmarks``, ...); training and evaluation read it.
         spatial: None, ``"points"`` (``decode`` gives ``points`` in crop pixels that the processor maps back to the
             image) or ``"mask"`` (the processor warps the raw logits back to the image before ``parsing_labels``).
-        loss: ``(task, raw, targets) -> scalar`` — attached by ``faceptor_hf.training``.
-        metric: attached by ``faceptor_hf.evaluation``.
+        loss: ``(task, raw, targets, state) -> fp32 scalar`` (state: trainer tensors) — set by ``faceptor_hf.training``.
+        metric: ``(task, **protocol options) -> accumulator`` with ``image_columns``, ``target_columns``,
+            ``flip_sum``, ``update(EvaluationBatch) -> per-row records`` and ``compute() -> {name: float}`` —
+            attached by ``faceptor_hf.evaluation`` (``evaluation.task_metrics``).
     """
 
     name: str
@@ -187,7 +189,8 @@ def _numbered(prefix: str) -> Callable[[int], list[str]]:
 
 
 def _identity_flip(task: FaceptorTask) -> list[int]:
-    return list(range(task.num_queries))
+    """Nothing swaps under a flip unless the task names its own pairs (e.g. left/right attributes)."""
+    return _permutation_from_pairs(task.num_queries, task.flip_pairs or [])
 
 
 def _no_flip(task: FaceptorTask) -> None:

@@ -54,6 +54,18 @@ def tiny_inputs(batch=2, seed=0, dense_size=64):
             torch.randn(batch, 3, dense_size, dense_size, generator=generator))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def datasets_cache_in_tmp(tmp_path_factory):
+    """Datasets built by tests (converters re-read their fixtures every call) go to a temporary cache, not the
+    user's ~/.cache/huggingface/datasets."""
+    import datasets
+
+    previous = datasets.config.HF_DATASETS_CACHE
+    datasets.config.HF_DATASETS_CACHE = tmp_path_factory.mktemp("hf_datasets_cache")
+    yield
+    datasets.config.HF_DATASETS_CACHE = previous
+
+
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """A saved tiny model (the six-task analysis) with its processor: a folder the pipeline and the CLI load."""

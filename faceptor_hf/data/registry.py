@@ -10,6 +10,11 @@ A converter module describes one dataset release with a ``NativeDataset`` and re
 file paths (decoded lazily) or ``{"bytes": ..., "path": ...}`` — or a ``DatasetFormatError`` for a sample it cannot
 use (missing file, malformed line, wrong landmark count), naming the file and the line or record. ``load_native``
 decides what a problem means: stop with that report (default) or skip and count it (``skip_bad=True``).
+
+A large release can split its work: ``shards(data_dir, split, **options)`` returns a list of small work items
+(e.g. byte ranges of an index file); ``load_native`` hands the list to ``Dataset.from_generator`` in
+``gen_kwargs``, so ``num_proc`` worker processes each take a contiguous run of items, and calls
+``rows(data_dir, split, shard=item, **options)`` for each item. Rows come out in item order whatever ``num_proc``.
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ class NativeDataset:
         layout: what ``data_dir`` must contain (files and folders of the native release).
         protocol: split, alignment and label choices, including where the spec leaves a gap.
         options: names of converter-specific keyword options ``rows`` accepts (e.g. ``detect_keypoints``).
+        shards: optional ``(data_dir, split, **options) -> list`` of picklable work items; when given, ``rows`` is
+            called once per item with ``shard=item`` and ``num_proc`` processes share the items.
     """
 
     name: str
@@ -49,6 +56,7 @@ class NativeDataset:
     layout: str
     protocol: str = ""
     options: tuple[str, ...] = field(default_factory=tuple)
+    shards: Callable[..., list] | None = None
 
 
 NATIVE_DATASETS: dict[str, NativeDataset] = {}
@@ -92,13 +100,22 @@ def _check_image(row: dict):
                                      path or "<bytes>") from error
 
 
+def _converter_rows(spec: NativeDataset, data_dir: str, split: str, options: dict, shards: list | None):
+    if shards is None:
+        yield from spec.rows(data_dir, split, **options)
+        return
+    for shard in shards:
+        yield from spec.rows(data_dir, split, shard=shard, **options)
+
+
 def _generate_rows(name: str, data_dir: str, split: str, skip_bad: bool, verify_images: bool, problems_path: str,
-                   options: dict, run_id: int):
+                   options: dict, run_id: int, shards: list | None = None):
     """Generator for ``Dataset.from_generator``: converter rows, with problems raised or logged to a file (a file,
-    so that counts survive worker processes)."""
+    so that counts survive worker processes). ``shards`` (the converter's work items, when it has any) is the
+    one list in ``gen_kwargs``, which is what ``datasets`` splits across ``num_proc`` processes."""
     del run_id  # only part of the cache fingerprint: each load re-reads the release
     spec = get_native_dataset(name)
-    for item in spec.rows(data_dir, split, **options):
+    for item in _converter_rows(spec, data_dir, split, options, shards):
         if not isinstance(item, Exception) and verify_images:
             try:
                 _check_image(item)
@@ -106,6 +123,7 @@ def _generate_rows(name: str, data_dir: str, split: str, skip_bad: bool, verify_
                 item = error
         if isinstance(item, Exception):
             if not skip_bad:
+                item.skippable = True  # one bad sample (not a broken release): --skip-bad would get past it
                 raise item
             with open(problems_path, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(str(item)) + "\n")
@@ -124,7 +142,7 @@ def load_native(name: str, data_dir: str, split: str = "train", *, skip_bad: boo
         split: one of the dataset's ``splits``.
         skip_bad: skip samples with problems and count them in ``report`` instead of stopping at the first.
         verify_images: open every image far enough to know it decodes (slower; catches truncated files).
-        num_proc: worker processes for converters that shard (large releases).
+        num_proc: worker processes for converters that shard (large releases; those with ``shards``).
         options: converter-specific options (the dataset's ``options``).
 
     Raises ``DatasetFormatError`` naming the file and line/record of the first problem (without ``skip_bad``),
@@ -148,6 +166,8 @@ def load_native(name: str, data_dir: str, split: str = "train", *, skip_bad: boo
         kwargs = {"name": spec.name, "data_dir": os.path.abspath(data_dir), "split": split, "skip_bad": skip_bad,
                   "verify_images": verify_images, "problems_path": problems_path, "options": options,
                   "run_id": time.time_ns()}
+        if spec.shards is not None:
+            kwargs["shards"] = list(spec.shards(kwargs["data_dir"], split, **options))
         try:
             dataset = Dataset.from_generator(_generate_rows, features=spec.features(), gen_kwargs=kwargs,
                                              num_proc=num_proc, split=split)
@@ -156,14 +176,19 @@ def load_native(name: str, data_dir: str, split: str = "train", *, skip_bad: boo
             while cause is not None and not isinstance(cause, DatasetFormatError):
                 cause = cause.__cause__ or cause.__context__
             if cause is not None:
-                raise DatasetFormatError(f"{spec.name} {split}: {cause} (use skip_bad / --skip-bad to skip and count "
-                                         "such samples)") from error
+                hint = (" (use skip_bad / --skip-bad to skip and count such samples)"
+                        if getattr(cause, "skippable", False) else "")
+                raise DatasetFormatError(f"{spec.name} {split}: {cause}{hint}") from error
             raise
+        except ValueError as error:
+            if "corresponds to no data" not in str(error):
+                raise
+            dataset = None  # datasets refuses an empty generator; reported below with the skipped count
         with open(problems_path, encoding="utf-8") as handle:
             problems = [json.loads(line) for line in handle if line.strip()]
     if report is not None:
         report.problems.extend(problems)
-    if len(dataset) == 0:
+    if dataset is None or len(dataset) == 0:
         raise DatasetFormatError(f"{spec.name} {split}: no usable samples in {data_dir!r}"
                                  + (f" ({len(problems)} skipped as bad)" if problems else "")
                                  + f"; expected: {spec.layout}")

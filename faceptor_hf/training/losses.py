@@ -1,0 +1,305 @@
+"""Training losses of every task type, equal to the official ones (``model.md`` §5.1), and their weighting (§5.2).
+
+Each loss takes the raw head output exactly as ``FaceptorModel.forward`` returns it in ``task_logits`` and returns
+a float32 scalar, computed in float32 with autocast switched off whatever the model's precision. Importing this
+module attaches one loss per registered task type to the registry (``attach_task_part``) with the signature
+``loss(task, raw, targets, state) -> fp32 scalar``: ``targets`` is the batched ``target`` of
+``training.examples.collate_examples``, ``state`` holds tensors the trainer owns (recognition:
+``state["classifier_weight"]``, the (K, D) CosFace class matrix). A user's own task type brings its loss the same
+way: ``attach_task_part("pose", "loss", my_loss)``.
+
+Shapes: B = batch, D = embedding width, K = identities or age bins, A = attributes, C = classes, N = landmarks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..configuration_faceptor import OFFICIAL_TASKS
+from ..task_decoding import expected_age, heatmap_centroids, upsampled_mask_logits
+from ..task_types import FaceptorTask, attach_task_part, get_task_type
+
+
+@contextlib.contextmanager
+def _float32(*tensors: torch.Tensor):
+    """Autocast off on the tensors' device; yields the tensors as float32 (losses are computed in fp32 as
+    officially trained, also when the forward pass ran in bf16/fp16)."""
+    device_type = tensors[0].device.type
+    with torch.autocast(device_type=device_type, enabled=False):
+        yield [tensor.float() for tensor in tensors]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The official losses
+# ---------------------------------------------------------------------------------------------------------------
+def cosface_loss(embeddings: torch.Tensor, classifier_weight: torch.Tensor, labels: torch.Tensor,
+                 scale: float = 64.0, margin: float = 0.4) -> torch.Tensor:
+    """CosFace (official ``MarginCosineProductLoss``): mean cross-entropy of s * (cos - m * onehot).
+
+    Args:
+        embeddings: (B, D) raw recognition head output (not normalised).
+        classifier_weight: (K, D) class centres.
+        labels: (B,) int64 identity ids in 0 .. K-1.
+    cos = (x . W_c) / max(|x| |W_c|, 1e-8), the clamp applied to the product of the norms as officially.
+    """
+    with _float32(embeddings, classifier_weight) as (x, weight):
+        products = x @ weight.t()
+        norms = torch.outer(x.norm(dim=1), weight.norm(dim=1)).clamp(min=1e-8)
+        cosine = products / norms
+        margins = F.one_hot(labels.long(), cosine.shape[1]).to(cosine.dtype) * margin
+        return F.cross_entropy(scale * (cosine - margins), labels.long())
+
+
+def age_label_distribution(ages: torch.Tensor, num_bins: int = 101, sigma: float = 2.0) -> torch.Tensor:
+    """(B,) ages in years -> (B, num_bins) DLDL-v2 target: the Gaussian pdf with ``sigma`` around the age, taken at
+    k = 0 .. num_bins - 1 and L1-normalised.
+
+    As the official age datasets build it: pdf values in float64, stored as float32, then divided by their float32
+    sum (``F.normalize(p=1)``). The official labels are integer years; the age here is used unrounded, which is the
+    same target for integer ages and the natural one for fractional ages."""
+    bins = torch.arange(num_bins, dtype=torch.float64, device=ages.device)
+    centred = bins[None, :] - ages.to(torch.float64)[:, None]
+    pdf = torch.exp(-centred**2 / (2 * sigma**2)) / (torch.sqrt(torch.tensor(2 * torch.pi, dtype=torch.float64))
+                                                      * sigma)
+    return F.normalize(pdf.float(), p=1, dim=1)
+
+
+def age_loss(logits: torch.Tensor, ages: torch.Tensor, sigma: float = 2.0) -> torch.Tensor:
+    """DLDL-v2 (official ``AgeLoss_DLDLV2``): KL(q || p) summed over bins and divided by B, plus the mean absolute
+    error of the expected age.
+
+    Args:
+        logits: (B, K) age-bin logits; p = sigmoid(logits) L1-normalised over the K bins.
+        ages: (B,) float years; q = ``age_label_distribution(ages, K, sigma)``.
+    """
+    with _float32(logits, ages) as (z, years):
+        probabilities = F.normalize(torch.sigmoid(z), p=1, dim=1)
+        target = age_label_distribution(years, z.shape[1], sigma)
+        divergence = F.kl_div(probabilities.log(), target, reduction="sum") / z.shape[0]
+        absolute_error = (expected_age(z) - years).abs().mean()
+        return divergence + absolute_error
+
+
+def attribute_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Binary attributes (official ``CEL_Sigmoid`` without sample weights): BCE-with-logits per attribute, entries
+    whose target is -1 (unknown) left out, summed over attributes and batch and divided by B.
+
+    Args:
+        logits: (B, A); targets: (B, A) with 1 present, 0 absent, -1 unknown.
+    """
+    with _float32(logits) as (z,):
+        known = targets != -1
+        per_entry = F.binary_cross_entropy_with_logits(z, targets.clamp(min=0).float(), reduction="none")
+        return (per_entry * known).sum() / z.shape[0]
+
+
+def expression_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy (official ``MyCrossEntropyLoss``; no label smoothing). logits (B, C), labels (B,) int."""
+    with _float32(logits) as (z,):
+        return F.cross_entropy(z, labels.long())
+
+
+def parsing_loss(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Pixel-wise mean cross-entropy (official ``ParsingLoss``) after the official ``ParsingOutput`` upsampling.
+
+    Args:
+        logits: (B, C, h, w) raw parsing head output (``task_logits``), upsampled bilinearly to the mask size.
+        masks: (B, H, W) int class ids; padding outside the source image is background (0), as officially.
+    """
+    with _float32(logits) as (z,):
+        return F.cross_entropy(upsampled_mask_logits(z, tuple(masks.shape[-2:])), masks.long())
+
+
+def landmark_heatmaps(normalized_points: torch.Tensor, heatmap_size: tuple[int, int],
+                      radius: float = 5.0) -> torch.Tensor:
+    """(B, N, 2) XY in [0, 1] -> (B, N, h, w) official heatmap targets (the CUDA ``p2i`` kernel,
+    ``gaussian_awing`` kind, max-reduced, on a zero background, rewritten with tensor ops).
+
+    Each point is at u = n * size - 0.5 in heatmap pixels; every pixel (x, y) within distance r <= ``radius`` of it
+    gets exp(-r^2 * 16 / (2 radius^2)) (a Gaussian with sigma = radius / 4), all others 0. One channel per point,
+    so the max over points never mixes two points."""
+    height, width = heatmap_size
+    points = normalized_points.float()
+    u = points[..., 0] * width - 0.5
+    v = points[..., 1] * height - 0.5
+    xs = torch.arange(width, dtype=points.dtype, device=points.device)
+    ys = torch.arange(height, dtype=points.dtype, device=points.device)
+    dx = xs[None, None, None, :] - u[..., None, None]
+    dy = ys[None, None, :, None] - v[..., None, None]
+    distance = torch.sqrt(dx * dx + dy * dy)
+    painted = torch.exp(-distance * distance * 16 / 2 / radius / radius)
+    return torch.where(distance <= radius, painted, torch.zeros_like(painted))
+
+
+def landmark_loss(heatmap_logits: torch.Tensor, points: torch.Tensor, crop_size: int = 512,
+                  heatmap_radius: float = 5.0, heatmap_size: int = 128) -> torch.Tensor:
+    """Landmarks (official ``AlignLoss``): point-distance term + heatmap BCE.
+
+    Args:
+        heatmap_logits: (B, N, h, w) raw landmark head output (``task_logits``).
+        points: (B, N, 2) pixel-index XY in the ``crop_size`` crop; normalised as g = (p + 0.5) / crop_size.
+        heatmap_size: the official loss resizes the logits to this size (bilinear, align_corners=False; a no-op
+            for the 128 x 128 maps of Faceptor) before the BCE against ``landmark_heatmaps``.
+    Distance term: mean over batch and points of |g - c|_2, c the official sigmoid-weighted centroid of the
+    unresized logits (``task_decoding.heatmap_centroids``).
+    """
+    with _float32(heatmap_logits, points) as (z, pixels):
+        target_points = (pixels + 0.5) / crop_size
+        distance = (target_points - heatmap_centroids(z)).norm(dim=-1).mean()
+        if tuple(z.shape[-2:]) != (heatmap_size, heatmap_size):
+            z = F.interpolate(z, (heatmap_size, heatmap_size), mode="bilinear", align_corners=False)
+        target = landmark_heatmaps(target_points, (heatmap_size, heatmap_size), heatmap_radius)
+        return distance + F.binary_cross_entropy_with_logits(z, target)
+
+
+def value_regression_loss(values: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Generic ``regression`` type (no official counterpart): mean absolute error over batch and values.
+    values, targets (B, N)."""
+    with _float32(values, targets) as (predicted, wanted):
+        return F.l1_loss(predicted, wanted)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Registry parts: loss(task, raw, targets, state)
+# ---------------------------------------------------------------------------------------------------------------
+def _recognition_part(task: FaceptorTask, raw, targets, state):
+    if "classifier_weight" not in state:
+        raise KeyError(f"task {task.name!r}: the CosFace loss needs state['classifier_weight'] (K, D), the class "
+                       "matrix the trainer owns")
+    return cosface_loss(raw, state["classifier_weight"], targets)
+
+
+def _landmark_part(task: FaceptorTask, raw, targets, state):
+    return landmark_loss(raw, targets, crop_size=task.input_size)
+
+
+def _labelled(function):
+    return lambda task, raw, targets, state: function(raw, targets)
+
+
+LOSS_OF_TYPE = {
+    "recog": _recognition_part,
+    "age": _labelled(age_loss),
+    "biattr": _labelled(attribute_loss),
+    "affect": _labelled(expression_loss),
+    "classification": _labelled(expression_loss),
+    "regression": _labelled(value_regression_loss),
+    "parsing": _labelled(parsing_loss),
+    "align": _landmark_part,
+}
+for _type_name, _loss in LOSS_OF_TYPE.items():
+    attach_task_part(_type_name, "loss", _loss)
+
+
+def task_loss(task: FaceptorTask, raw: torch.Tensor, targets: torch.Tensor, state: dict | None = None):
+    """The registered loss of ``task``'s type; a clear error where the type has none."""
+    loss = get_task_type(task).loss
+    if loss is None:
+        raise ValueError(f"task {task.name!r}: task type {task.type!r} has no loss; attach one with "
+                         f"faceptor_hf.task_types.attach_task_part({task.type!r}, 'loss', fn)")
+    return loss(task, raw, targets, state or {})
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Weighting
+# ---------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LossRecipe:
+    """Loss weighting of one official training YAML: ``common.task_weight`` per task type and each task's
+    ``loss_weight``."""
+
+    type_weights: dict
+    task_loss_weights: dict
+
+
+_BASE_LOSS_WEIGHTS = {"recog_ms1mv3": 128.0, "age_morph2": 32.0, "biattr_celeba": 32.0, "affect_affectnet": 32.0,
+                      "affect_rafdb": 8.0, "parsing_celebam": 2.0, "align_300w": 2.0}
+OFFICIAL_LOSS_RECIPES = {
+    "base": LossRecipe(
+        {"recog": 5.0, "age": 6.0, "biattr": 2.0, "affect": 5.0, "parsing": 100.0, "align": 1000.0},
+        _BASE_LOSS_WEIGHTS),
+    "full": LossRecipe(
+        {"recog": 5.0, "age": 5.0, "biattr": 2.0, "affect": 10.0, "parsing": 200.0, "align": 1000.0},
+        {"recog_ms1mv3": 64.0, "age_morph2": 16.0, "age_utkface": 4.0, "biattr_celeba": 16.0,
+         "affect_affectnet": 16.0, "affect_rafdb": 4.0, "affect_ferplus": 4.0, "parsing_celebam": 1.0,
+         "parsing_lapa": 1.0, "align_300w": 1.0, "align_cofw": 1.0, "align_wflw": 1.0, "align_aflw": 1.0}),
+    "naive": LossRecipe(
+        {"recog": 1.0, "age": 1.0, "biattr": 1.0, "affect": 1.0, "parsing": 1.0, "align": 1.0}, _BASE_LOSS_WEIGHTS),
+}
+
+
+def _type_of(task) -> tuple[str, str]:
+    if isinstance(task, FaceptorTask):
+        return task.name, task.type
+    official = OFFICIAL_TASKS.get(task)
+    return task, official["type"] if official else task.split("_", 1)[0]
+
+
+def official_loss_weights(tasks, recipe: str | None = None, fallback_weight: float = 1.0) -> dict[str, float]:
+    """Per-task loss weights w of an official recipe (``model.md`` §5.2): for each task type T of the recipe,
+    w_i = task_weight[T] * loss_weight_i / sum of loss_weight over the given tasks of type T.
+
+    Args:
+        tasks: task names or ``FaceptorTask`` objects (a name's type is its official type, else its prefix).
+        recipe: ``"base"`` (Faceptor-Base), ``"full"`` (Faceptor-Full stage 1) or ``"naive"``; None picks
+            ``"base"`` when every official task given belongs to Faceptor-Base, else ``"full"``.
+        fallback_weight: the weight of a task the recipe lacks (a user's own task or dataset); it does not take
+            part in the rescaling.
+    Base gives recog 5, age_morph2 6, biattr 2, affectnet 4, rafdb 1, parsing_celebam 100, align_300w 1000.
+    """
+    named = [_type_of(task) for task in tasks]
+    if recipe is None:
+        base = OFFICIAL_LOSS_RECIPES["base"].task_loss_weights
+        official = [name for name, _ in named if name in OFFICIAL_TASKS]
+        recipe = "base" if all(name in base for name in official) else "full"
+    if recipe not in OFFICIAL_LOSS_RECIPES:
+        raise ValueError(f"unknown loss recipe {recipe!r}; choose one of {sorted(OFFICIAL_LOSS_RECIPES)}")
+    chosen = OFFICIAL_LOSS_RECIPES[recipe]
+
+    def in_recipe(name, type_name):
+        return name in chosen.task_loss_weights and type_name in chosen.type_weights
+
+    type_sums: dict[str, float] = {}
+    for name, type_name in named:
+        if in_recipe(name, type_name):
+            type_sums[type_name] = type_sums.get(type_name, 0.0) + chosen.task_loss_weights[name]
+    return {name: (chosen.type_weights[type_name] * chosen.task_loss_weights[name] / type_sums[type_name]
+                   if in_recipe(name, type_name) else float(fallback_weight))
+            for name, type_name in named}
+
+
+def combine_task_losses(losses: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:
+    """sum_i w_i L_i / sum_i w_i over the tasks present in ``losses`` (the official ``LossesHolder``)."""
+    if not losses:
+        raise ValueError("combine_task_losses: no task losses given")
+    missing = [name for name in losses if name not in weights]
+    if missing:
+        raise KeyError(f"no loss weight for task(s) {missing}; weights are given for {sorted(weights)}")
+    total_weight = sum(float(weights[name]) for name in losses)
+    if total_weight <= 0:
+        raise ValueError(f"the loss weights of tasks {sorted(losses)} sum to {total_weight}; it must be positive")
+    total = sum(float(weights[name]) * loss.float() for name, loss in losses.items())
+    return total / total_weight
+
+
+__all__ = [
+    "LOSS_OF_TYPE",
+    "LossRecipe",
+    "OFFICIAL_LOSS_RECIPES",
+    "age_label_distribution",
+    "age_loss",
+    "attribute_loss",
+    "combine_task_losses",
+    "cosface_loss",
+    "expression_loss",
+    "landmark_heatmaps",
+    "landmark_loss",
+    "official_loss_weights",
+    "parsing_loss",
+    "task_loss",
+    "value_regression_loss",
+]

@@ -1,0 +1,262 @@
+"""Joint training end to end on generated data in the common schema: loss falls, exact resume, stage 2 trains
+only Layer-Attention, the saved folder loads and runs in the pipeline, two CPU processes stay in step, and bad
+configs or data fail early with errors that name the task, key or file."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from datasets import Array2D, ClassLabel, Dataset, Features, Image, List, Value
+from transformers import AutoModel, pipeline
+
+from conftest import IMAGES, TINY_DECODER, TINY_ENCODER
+from faceptor_hf.configuration_faceptor import EXPRESSION_LABELS
+from faceptor_hf.training.config import TrainingConfigError, parse_config
+from faceptor_hf.training.datasets import TaskDataError
+from faceptor_hf.training.trainer import FaceptorTrainer, TrainingError
+
+TASKS = [{"name": "recog_ms1mv3", "embedding_size": 8}, "affect_rafdb",
+         {"name": "align_tiny", "type": "align", "num_queries": 4}]
+
+
+def _geometry(count):
+    return {"image": Image(), "face_box": List(Value("float32"), length=4),
+            "face_keypoints": Array2D((5, 2), "float32")}
+
+
+def write_datasets(root, rows=12, seed=0):
+    """Three tiny datasets in the common schema, saved with save_to_disk: identities, expressions, landmarks."""
+    rng = np.random.default_rng(seed)
+    images = [rng.integers(0, 255, (48, 48, 3), dtype=np.uint8) for _ in range(rows)]
+    for index, image in enumerate(images):  # a bright square whose corners the landmarks mark
+        x, y = 8 + index % 5 * 3, 10 + index % 4 * 3
+        image[y:y + 20, x:x + 20] = 255
+    common = {"image": [Image().encode_example(i) for i in images], "face_box": [None] * rows,
+              "face_keypoints": [None] * rows}
+    Dataset.from_dict({**common, "identity": [i % 3 for i in range(rows)]},
+                      features=Features({**_geometry(0), "identity": Value("int64")})).save_to_disk(root / "ids")
+    Dataset.from_dict({**common, "expression": [i % 7 for i in range(rows)]},
+                      features=Features({**_geometry(0), "expression": ClassLabel(names=EXPRESSION_LABELS)})
+                      ).save_to_disk(root / "faces")
+    marks = [[[8 + i % 5 * 3, 10 + i % 4 * 3], [27 + i % 5 * 3, 10 + i % 4 * 3], [8 + i % 5 * 3, 29 + i % 4 * 3],
+              [27 + i % 5 * 3, 29 + i % 4 * 3]] for i in range(rows)]
+    Dataset.from_dict({**common, "landmarks": marks},
+                      features=Features({**_geometry(0), "landmarks": Array2D((4, 2), "float32")})
+                      ).save_to_disk(root / "marks")
+
+
+def run_config(root, output, max_steps=6, **run):
+    return {
+        "model": {"config": dict(TINY_ENCODER, **TINY_DECODER, tasks=TASKS, drop_path_rate=0.1)},
+        "tasks": {
+            "recog_ms1mv3": {"dataset": str(root / "ids"), "batch_size": 4},
+            "affect_rafdb": {"dataset": str(root / "faces"), "batch_size": 4},
+            "align_tiny": {"dataset": str(root / "marks"), "batch_size": 2, "loss_weight": 10.0},
+        },
+        "run": {"output_dir": str(output), "max_steps": max_steps, "learning_rate": 2e-3, "warmup_start_lr": 2e-4,
+                "warmup_steps": 2, "save_steps": 3, "seed": 0, "num_workers": 0, "report_to": "none",
+                "logging_steps": 1, **run},
+    }
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("training_data")
+    write_datasets(root)
+    return root
+
+
+def train(config_dict, resume=None):
+    trainer = FaceptorTrainer(parse_config(config_dict))
+    trainer.train(resume_from=resume)
+    return trainer
+
+
+def state_of(folder):
+    return AutoModel.from_pretrained(folder).state_dict()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(data, tmp_path_factory):
+    output = tmp_path_factory.mktemp("run_a")
+    trainer = train(run_config(data, output))
+    return output, trainer
+
+
+def test_loss_falls_and_the_saved_model_works(uninterrupted, data, tmp_path):
+    output, _ = uninterrupted
+    longer = train(run_config(data, tmp_path / "longer", max_steps=30, save_steps=None, logging_steps=1))
+    del longer
+    summary = json.loads((tmp_path / "longer" / "training_summary.json").read_text())
+    assert summary["steps"] == 30 and summary["skipped_steps"] == 0
+    # the loss of the last steps is below that of the first (tracked by a fresh trainer's step losses)
+    trainer = FaceptorTrainer(parse_config(run_config(data, tmp_path / "probe", max_steps=30, save_steps=None)))
+    iterators = {t.name: iter(trainer._loader(i, t)) for i, t in enumerate(trainer.tasks)}
+    trainer.module.train()
+    history = [sum(trainer.train_step(iterators).values()) for _ in range(30)]
+    assert np.mean(history[-5:]) < 0.8 * np.mean(history[:5]), history
+    model = AutoModel.from_pretrained(output)
+    assert not model.is_untrained and "classifier" not in " ".join(model.state_dict())
+    faces = pipeline("face-analysis", model=str(output))(str(IMAGES / "astronaut.png"))
+    assert len(faces) == 1 and set(faces[0]["tasks"]) == {"recog_ms1mv3", "affect_rafdb", "align_tiny"}
+    assert "untrained" not in faces[0]
+
+
+def test_resume_after_a_kill_ends_with_the_same_weights(uninterrupted, data, tmp_path, monkeypatch):
+    output_a, _ = uninterrupted
+    output_b = tmp_path / "run_b"
+    original = FaceptorTrainer.save_checkpoint
+
+    def save_then_die(self):
+        original(self)
+        if self.step == 3:
+            raise KeyboardInterrupt("killed after the step-3 checkpoint")
+
+    monkeypatch.setattr(FaceptorTrainer, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(run_config(data, output_b))
+    monkeypatch.undo()
+    assert (output_b / "checkpoint-3" / "trainer_state.json").exists()
+    # a half-written later checkpoint is never picked as "latest"
+    (output_b / "checkpoint-5").mkdir()
+    train(run_config(data, output_b), resume="latest")
+    a, b = state_of(output_a), state_of(output_b)
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], atol=0, rtol=0, msg=name)
+
+
+def test_damaged_and_incomplete_checkpoints_are_reported(uninterrupted, data, tmp_path):
+    output_a, _ = uninterrupted
+    config = run_config(data, output_a)
+    with pytest.raises(TrainingError, match="incomplete"):
+        (output_a / "checkpoint-99").mkdir(exist_ok=True)
+        FaceptorTrainer(parse_config(config)).resume(str(output_a / "checkpoint-99"))
+    damaged = tmp_path / "checkpoint-3"
+    import shutil
+
+    shutil.copytree(output_a / "checkpoint-3", damaged)
+    weights = next(p for p in damaged.iterdir() if p.suffix == ".safetensors")
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(TrainingError, match="damaged"):
+        FaceptorTrainer(parse_config(config)).resume(str(damaged))
+
+
+def test_stage_two_trains_only_layer_attention(uninterrupted, data, tmp_path):
+    stage1, _ = uninterrupted
+    config = run_config(data, tmp_path / "stage2", max_steps=3, save_steps=None)
+    config["model"] = {"pretrained": str(stage1), "overrides": {"layer_attention_levels": [0, 1, 2]}}
+    config["tasks"] = {"affect_rafdb": config["tasks"]["affect_rafdb"]}
+    config["run"]["trainable"] = ["layer_attention"]
+    train(config)
+    before, after = state_of(stage1), state_of(tmp_path / "stage2")
+    changed = {name for name in after if name not in before or not torch.equal(after[name], before[name])}
+    assert changed and all("layer_attention" in name for name in changed), changed
+    assert {n for n in after if "layer_attention" in n} <= changed | {n for n in after if n not in before}
+
+
+def test_a_new_task_by_config_trains_from_a_pretrained_model(uninterrupted, data, tmp_path):
+    stage1, _ = uninterrupted
+    rows = 8
+    images = [np.random.default_rng(i).integers(0, 255, (40, 40, 3), dtype=np.uint8) for i in range(rows)]
+    Dataset.from_dict({"image": [Image().encode_example(i) for i in images], "face_box": [None] * rows,
+                       "face_keypoints": [None] * rows, "values": [[float(i), -float(i)] for i in range(rows)]},
+                      features=Features({**_geometry(0), "values": List(Value("float32"), length=2)})
+                      ).save_to_disk(tmp_path / "pose")
+    config = run_config(data, tmp_path / "pose_run", max_steps=2, save_steps=None)
+    config["model"] = {"pretrained": str(stage1)}
+    config["tasks"] = {"pose_synthetic": {"dataset": str(tmp_path / "pose"), "batch_size": 4, "type": "regression",
+                                          "labels": ["yaw", "pitch"]}}
+    config["run"]["freeze"] = ["model.encoder."]
+    train(config)
+    encoder_before = {k: v for k, v in state_of(stage1).items() if k.startswith("encoder.")}
+    after = state_of(tmp_path / "pose_run")
+    assert all(torch.equal(after[k], v) for k, v in encoder_before.items())
+    faces = pipeline("face-analysis", model=str(tmp_path / "pose_run"))(str(IMAGES / "astronaut.png"),
+                                                                         tasks=["pose_synthetic"])
+    assert set(faces[0]["tasks"]["pose_synthetic"]["values"]) == {"yaw", "pitch"}
+
+
+@pytest.mark.parametrize("change, error, message", [
+    (lambda c: c["run"].update(max_step=3), TrainingConfigError, r"unknown key 'max_step' \(did you mean"),
+    (lambda c: c["tasks"]["affect_rafdb"].update(dataset="/nonexistent/rafdb"), TaskDataError,
+     r"task 'affect_rafdb': dataset '/nonexistent/rafdb'"),
+    (lambda c: c["tasks"]["affect_rafdb"].update(dataset=c["tasks"]["align_tiny"]["dataset"]), KeyError,
+     r"affect_rafdb.*lacks column\(s\) \['expression'\]"),
+    (lambda c: c["tasks"].update(nope_x={"dataset": c["tasks"]["affect_rafdb"]["dataset"]}), TrainingConfigError,
+     "unknown task type"),
+    (lambda c: c["model"].update(preset="huge"), TrainingConfigError, "model: give exactly one"),
+])
+def test_bad_configs_fail_before_training(data, tmp_path, change, error, message):
+    config = run_config(data, tmp_path / "bad")
+    change(config)
+    with pytest.raises(error, match=message):
+        FaceptorTrainer(parse_config(config))
+
+
+def test_labels_out_of_range_name_task_and_column(data, tmp_path):
+    rows = 4
+    images = [np.zeros((32, 32, 3), dtype=np.uint8)] * rows
+    Dataset.from_dict({"image": [Image().encode_example(i) for i in images], "face_box": [None] * rows,
+                       "face_keypoints": [None] * rows, "landmarks": [[[1.0, 2.0]] * 3] * rows},
+                      features=Features({**_geometry(0), "landmarks": Array2D((3, 2), "float32")})
+                      ).save_to_disk(tmp_path / "three_points")
+    config = run_config(data, tmp_path / "bad")
+    config["tasks"]["align_tiny"]["dataset"] = str(tmp_path / "three_points")
+    with pytest.raises(Exception, match=r"align_tiny.*landmarks"):
+        FaceptorTrainer(parse_config(config))
+
+
+def test_non_finite_loss_stops_with_step_and_task_or_is_skipped(data, tmp_path):
+    config = run_config(data, tmp_path / "nan", max_steps=2, save_steps=None)
+    trainer = FaceptorTrainer(parse_config(config))
+    trainer.weights["affect_rafdb"] = 1.0
+    original = trainer._losses
+
+    def poisoned(raw, targets, classifiers=None):
+        losses = original(raw, targets, classifiers)
+        losses["affect_rafdb"] = losses["affect_rafdb"] * float("nan")
+        return losses
+
+    trainer._losses = poisoned
+    with pytest.raises(TrainingError, match=r"step 0: non-finite loss in task\(s\) \['affect_rafdb'\]"):
+        trainer.train()
+    config["run"]["on_nonfinite"] = "skip"
+    config["run"]["output_dir"] = str(tmp_path / "nan_skip")
+    trainer = FaceptorTrainer(parse_config(config))
+    trainer._losses = lambda raw, targets, classifiers=None: {k: v * float("nan") for k, v in FaceptorTrainer._losses(
+        trainer, raw, targets, classifiers).items()}
+    before = trainer.weights_checksum()
+    trainer.train()
+    assert trainer.skipped_steps == 2 and trainer.weights_checksum() == before
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_stay_in_step(data, tmp_path):
+    config = run_config(data, tmp_path / "ddp", max_steps=4, save_steps=2)
+    path = tmp_path / "ddp.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = dict(os.environ, ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1")
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+               str(_free_port()), "-m", "faceptor_hf.training.train", str(path)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    summary = json.loads((tmp_path / "ddp" / "training_summary.json").read_text())
+    assert summary["processes"] == 2
+    assert summary["weights_checksum_per_process"][0] == summary["weights_checksum_per_process"][1]
+    # each process drew its own samples: 4 steps x batch 4 per process of the 12-row expression set
+    assert summary["samples_per_task"]["affect_rafdb"] == 16
+    saved = set(os.listdir(tmp_path / "ddp" / "checkpoint-4"))
+    assert {"random_states_0.pkl", "random_states_1.pkl", "trainer_state.json"} <= saved
