@@ -76,8 +76,26 @@ def row_matrix(row: dict, model_input: str, image_size: tuple[int, int], zoom: f
     return resize_matrix(height, width, size, size)
 
 
-def warp_image(image: torch.Tensor, matrix: torch.Tensor, size: int) -> torch.Tensor:
-    """(3, H, W) float -> (3, size, size): bilinear, zero outside the image (anti-aliased for large shrinks)."""
+def is_whole_image(row: dict) -> bool:
+    """Rule 3: the row has neither keypoints nor a box, so its image is already the aligned crop."""
+    return row.get("face_keypoints") is None and row.get("face_box") is None
+
+
+def warp_image(image: torch.Tensor, matrix: torch.Tensor, size: int, whole_image: bool = False) -> torch.Tensor:
+    """(3, H, W) float -> (3, size, size): bilinear, zero outside the image (anti-aliased for large shrinks).
+
+    ``whole_image`` (rule 3, pre-aligned crops such as RAF-DB's 100 px or FERPlus' 48 px): the image is first
+    resized to the crop as the official PIL pipeline does (edge pixels repeated, no zero border blended into the
+    outer ring of an upsampled crop), and ``matrix`` composed with the inverse resize (identity, or an
+    augmentation such as a flip) is applied to that crop."""
+    if whole_image:
+        height, width = image.shape[-2:]
+        resized = F.interpolate(image[None], size=(size, size), mode="bilinear", align_corners=False,
+                                antialias=size < min(height, width))[0]
+        inner = compose(matrix, invert_affine(resize_matrix(height, width, size, size)[None])[0])
+        if torch.allclose(inner, torch.eye(2, 3, dtype=torch.float64), atol=1e-9):
+            return resized
+        image, matrix = resized, inner
     return warp_faces(image, matrix[None], (size, size))[0]
 
 
@@ -102,5 +120,5 @@ def unwarp_points(points: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
     return transform_points(invert_affine(flat), points.reshape(flat.shape[0], -1, 2)).reshape(points.shape)
 
 
-__all__ = ["CROP_SIZE", "box_crop_matrix_official", "centre_similarity", "horizontal_flip", "row_matrix",
-           "unwarp_points", "warp_image", "warp_mask", "warp_points"]
+__all__ = ["CROP_SIZE", "box_crop_matrix_official", "centre_similarity", "horizontal_flip", "is_whole_image",
+           "row_matrix", "unwarp_points", "warp_image", "warp_mask", "warp_points"]

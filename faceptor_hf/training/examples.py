@@ -26,7 +26,15 @@ import numpy as np
 import PIL.Image
 import torch
 
-from ..data.geometry import CROP_SIZE, horizontal_flip, row_matrix, warp_image, warp_mask, warp_points
+from ..data.geometry import (
+    CROP_SIZE,
+    horizontal_flip,
+    is_whole_image,
+    row_matrix,
+    warp_image,
+    warp_mask,
+    warp_points,
+)
 from ..data.schema import FACE_BOX, FACE_KEYPOINTS, IMAGE
 from ..data.tanh_warp import tanh_warp_image, tanh_warp_points
 from ..face_alignment import compose
@@ -359,7 +367,7 @@ class TaskExampleBuilder:
         if self.warp_factor:
             crop = tanh_warp_image(image, matrix, self.crop_size, self.warp_factor)
         else:
-            crop = warp_image(image, matrix, self.crop_size)
+            crop = warp_image(image, matrix, self.crop_size, whole_image=is_whole_image(row))
         if settings is not None:
             crop = (dense_photometric(crop, settings, generator) if isinstance(settings, Augmentation512)
                     else rand_augment(crop, settings, generator))

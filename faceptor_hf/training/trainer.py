@@ -453,13 +453,11 @@ class FaceptorTrainer:
         limit = self.config.run.eval_limit
         if limit:
             rows = rows.select(range(min(limit, len(rows))))
-        try:
+        if spec.eval_protocol:
             from ..evaluation import evaluate as run_evaluation
-        except ImportError:
-            run_evaluation = None
-        if run_evaluation is not None and spec.eval_protocol:
-            metrics = run_evaluation(model, rows, spec.eval_protocol, device=self.accelerator.device,
-                                     batch_size=max(1, spec.batch_size))
+
+            metrics = run_evaluation(model, rows, spec.eval_protocol, task=task.name, device=self.accelerator.device,
+                                     batch_size=max(1, spec.batch_size), keep_predictions=False)
             return {f"eval/{task.name}/{key}": float(value) for key, value in metrics.items()
                     if isinstance(value, (int, float)) and not isinstance(value, bool)}
         from .examples import TaskExampleBuilder, collate_examples
