@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import time
 
 import torch
@@ -86,7 +85,8 @@ def make_step(module, optimizer, batches, targets, weights, autocast_dtype):
 
 
 def measure(step, device, warmup: int, iters: int) -> tuple[float, float]:
-    """(seconds per step, peak memory GiB: CUDA allocator peak, or process RSS on the CPU)."""
+    """(seconds per step, peak CUDA memory in GiB; None on the CPU, where the process-wide RSS peak cannot be told
+    apart between the two paths run in one process)."""
     for _ in range(warmup):
         step()
     if device.type == "cuda":
@@ -99,7 +99,7 @@ def measure(step, device, warmup: int, iters: int) -> tuple[float, float]:
         torch.cuda.synchronize(device)
         peak = torch.cuda.max_memory_allocated(device) / 2**30
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        peak = None
     return (time.perf_counter() - start) / iters, peak
 
 

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -260,3 +261,43 @@ def test_two_cpu_processes_stay_in_step(data, tmp_path):
     assert summary["samples_per_task"]["affect_rafdb"] == 16
     saved = set(os.listdir(tmp_path / "ddp" / "checkpoint-4"))
     assert {"random_states_0.pkl", "random_states_1.pkl", "trainer_state.json"} <= saved
+
+
+RECIPES = Path(__file__).parent.parent / "examples" / "training"
+
+
+def test_recipes_are_valid_and_follow_the_official_runs():
+    from faceptor_hf.training.config import load_config
+    from faceptor_hf.training.losses import official_loss_weights
+
+    recipes = {path.stem: load_config(str(path)) for path in RECIPES.glob("*.yaml")}
+    assert set(recipes) == {"faceptor_base", "faceptor_full_stage1", "faceptor_full_stage2_rafdb", "naive_faceptor"}
+    base = recipes["faceptor_base"]
+    assert {t.name: t.batch_size for t in base.tasks} == {
+        "recog_ms1mv3": 128, "age_morph2": 32, "biattr_celeba": 32, "affect_affectnet": 32, "affect_rafdb": 8,
+        "parsing_celebam": 2, "align_300w": 2}
+    assert official_loss_weights([t.name for t in base.tasks], recipe="base") == {
+        "recog_ms1mv3": 5, "age_morph2": 6, "biattr_celeba": 2, "affect_affectnet": 4, "affect_rafdb": 1,
+        "parsing_celebam": 100, "align_300w": 1000}
+    full = recipes["faceptor_full_stage1"]
+    assert len(full.tasks) == 13 and sum(t.batch_size for t in full.tasks) == 64 + 16 + 4 + 16 + 16 + 4 + 4 + 6
+    assert sum(official_loss_weights([t.name for t in full.tasks], recipe="full").values()) == pytest.approx(1222)
+    stage2 = recipes["faceptor_full_stage2_rafdb"]
+    assert stage2.run.trainable == ["layer_attention"] and stage2.model["overrides"]["layer_attention_levels"] == [
+        1, 3, 5, 7, 9]
+    naive = recipes["naive_faceptor"]
+    assert naive.run.encoder_lr_multiplier * naive.run.learning_rate == pytest.approx(5e-5)
+    for recipe in recipes.values():
+        assert recipe.run.max_grad_norm == 5.0 and recipe.run.weight_decay == 0.05 and recipe.run.seed == 2048
+
+
+@pytest.mark.slow
+def test_the_new_task_example_trains_and_serves_its_task(tmp_path):
+    result = subprocess.run([sys.executable, str(RECIPES / "new_task_mouth_covered.py"), "--tiny", "--samples", "8",
+                             "--steps", "2", "--output", str(tmp_path / "mouth")],
+                            capture_output=True, text=True, timeout=600,
+                            env=dict(os.environ, HF_DATASETS_CACHE=str(tmp_path / "cache")))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "mouth_covered accuracy on 8 generated test faces" in result.stdout
+    config = json.loads((tmp_path / "mouth" / "config.json").read_text())
+    assert {"name": "mouth_covered", "type": "classification"}.items() <= config["tasks"][-1].items()

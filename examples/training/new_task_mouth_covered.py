@@ -121,7 +121,8 @@ def main(argv=None):
         "model": {"pretrained": pretrained},
         "tasks": {"mouth_covered": {"dataset": train_rows, "type": "classification", "labels": LABELS,
                                     "batch_size": 8, "eval_dataset": test_rows, "eval_split": "test"}},
-        "run": {"output_dir": args.output, "max_steps": args.steps, "learning_rate": 1e-4, "warmup_steps": 5,
+        "run": {"output_dir": args.output, "max_steps": args.steps, "learning_rate": 1e-4,
+                "warmup_steps": min(5, args.steps),
                 "head_lr_multiplier": 10.0, "freeze": [] if args.train_encoder else ["model.encoder."],
                 "eval_steps": args.steps, "logging_steps": 10, "num_workers": 0, "report_to": "none"},
     })

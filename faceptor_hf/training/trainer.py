@@ -425,7 +425,7 @@ class FaceptorTrainer:
             self.skipped_steps += 1
         with warnings.catch_warnings():
             # a skipped step still advances the schedule (it counts as a step); torch warns about that order
-            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+            warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
             self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
