@@ -3,51 +3,16 @@
 import numpy as np
 import PIL.Image
 import pytest
+from native_fixtures import assert_schema, expect_error, expect_skipped, write_lines
 
-from faceptor_hf.configuration_faceptor import CELEBA_ATTRIBUTES, make_task
-from faceptor_hf.data import BadSampleReport, DatasetFormatError, get_native_dataset, load_native, task_features
+from faceptor_hf.configuration_faceptor import CELEBA_ATTRIBUTES
+from faceptor_hf.data import load_native
 from faceptor_hf.data.converters.affect_ferplus import majority_label
-
-
-@pytest.fixture(autouse=True)
-def private_datasets_cache(tmp_path, monkeypatch):
-    """``from_generator`` writes its Arrow cache here, not in the user's cache."""
-    import datasets
-
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf_cache"))
 
 
 def write_jpeg(path, mode="RGB", size=(20, 24)):
     path.parent.mkdir(parents=True, exist_ok=True)
     PIL.Image.new(mode, size, 128).save(path, "JPEG")
-
-
-def write_lines(path, lines):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-
-
-def assert_schema(dataset, name, task_name):
-    """The common columns have exactly the common schema's types; the rest are the converter's declared extras."""
-    common = task_features(make_task(task_name))
-    assert {column: dataset.features[column] for column in common} == dict(common)
-    assert dataset.features == get_native_dataset(name).features()
-
-
-def expect_error(name, data_dir, split, *fragments, **options):
-    with pytest.raises(DatasetFormatError) as caught:
-        load_native(name, str(data_dir), split, **options)
-    for fragment in fragments:
-        assert fragment in str(caught.value)
-
-
-def expect_skipped(name, data_dir, split, rows, *fragments, **options):
-    report = BadSampleReport()
-    dataset = load_native(name, str(data_dir), split, skip_bad=True, report=report, **options)
-    assert len(dataset) == rows and len(report) == 1
-    for fragment in fragments:
-        assert fragment in report.problems[0]
-    return dataset
 
 
 # --------------------------------------------------------------------------------------------------- AffectNet

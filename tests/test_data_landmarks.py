@@ -3,49 +3,14 @@
 import numpy as np
 import PIL.Image
 import pytest
+from native_fixtures import assert_schema, expect_error, expect_skipped, write_lines
 
-from faceptor_hf.configuration_faceptor import make_task
-from faceptor_hf.data import BadSampleReport, DatasetFormatError, get_native_dataset, load_native, task_features
-
-
-@pytest.fixture(autouse=True)
-def private_datasets_cache(tmp_path, monkeypatch):
-    """``from_generator`` writes its Arrow cache here, not in the user's cache."""
-    import datasets
-
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf_cache"))
+from faceptor_hf.data import BadSampleReport, load_native
 
 
 def write_image(path, mode="RGB", size=(32, 24), image_format="JPEG"):
     path.parent.mkdir(parents=True, exist_ok=True)
     PIL.Image.new(mode, size, 100).save(path, image_format)
-
-
-def write_text(path, lines):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-
-
-def assert_schema(dataset, name, task_name):
-    common = task_features(make_task(task_name))
-    assert {column: dataset.features[column] for column in common} == dict(common)
-    assert dataset.features == get_native_dataset(name).features()
-
-
-def expect_error(name, data_dir, split, *fragments, **options):
-    with pytest.raises(DatasetFormatError) as caught:
-        load_native(name, str(data_dir), split, **options)
-    for fragment in fragments:
-        assert fragment in str(caught.value)
-
-
-def expect_skipped(name, data_dir, split, rows, *fragments, **options):
-    report = BadSampleReport()
-    dataset = load_native(name, str(data_dir), split, skip_bad=True, report=report, **options)
-    assert len(dataset) == rows and len(report) == 1
-    for fragment in fragments:
-        assert fragment in report.problems[0]
-    return dataset
 
 
 def points(count, x0, y0, dx=1.0, dy=2.0):
@@ -94,8 +59,8 @@ def root_300w(tmp_path):
                                  in samples]
         if part == "train":
             lines[1:1] = ["# comment", ""]
-        write_text(root / f"face_landmarks_300w_{part}.csv", lines)
-    write_text(root / "face_landmarks_300w_valid.csv",
+        write_lines(root / f"face_landmarks_300w_{part}.csv", lines)
+    write_lines(root / "face_landmarks_300w_valid.csv",
                [HEADER_300W] + [csv_line(image, scale, centre, points(68, *first)) for image, scale, centre, first
                                 in SAMPLES_300W["valid_common"] + SAMPLES_300W["valid_challenge"]])
     return root
@@ -141,7 +106,7 @@ def test_300w_missing_image_malformed_line_and_missing_csv(root_300w):
 
 
 def write_pts(path, values, declared=None):
-    write_text(path, ["version: 1", f"n_points:  {declared or len(values)}", "{"]
+    write_lines(path, ["version: 1", f"n_points:  {declared or len(values)}", "{"]
                + [f"{x:.3f} {y:.3f}" for x, y in values] + ["}"])
 
 
@@ -187,7 +152,7 @@ def test_300w_native_bad_pts_and_missing_image(native_300w):
     write_pts(data / "ibug" / "image_101_1.pts", points(68, 0, 0))  # no image next to it
     expect_error("300w", native_300w, "test_challenge", "image_101_1.pts", "no image", annotations="native")
 
-    write_text(data / "ibug" / "image_101_1.pts", ["version: 1", "n_points: 68", "{", "1.0 2.0 3.0"])
+    write_lines(data / "ibug" / "image_101_1.pts", ["version: 1", "n_points: 68", "{", "1.0 2.0 3.0"])
     expect_error("300w", native_300w, "test_challenge", "image_101_1.pts:4", "two numbers", annotations="native")
     with pytest.raises(ValueError, match="annotations must be one of"):
         load_native("300w", str(native_300w), "train", annotations="pts")
@@ -214,11 +179,11 @@ def root_wflw(tmp_path):
         return [HEADER_WFLW] + [csv_line(image, scale, centre, points(98, *first)) for image, scale, centre, first
                                 in samples]
 
-    write_text(root / "face_landmarks_wflw_train.csv", csv([("2--Demonstration/2_Demonstration_1.jpg", 0.5, (10, 10),
+    write_lines(root / "face_landmarks_wflw_train.csv", csv([("2--Demonstration/2_Demonstration_1.jpg", 0.5, (10, 10),
                                                             (0, 0))]))
-    write_text(root / "face_landmarks_wflw_test.csv", csv(WFLW_TEST))
-    write_text(root / "face_landmarks_wflw_test_blur.csv", csv(WFLW_TEST[1:2]))
-    write_text(root / "face_landmarks_wflw_test_largepose.csv", csv([]))
+    write_lines(root / "face_landmarks_wflw_test.csv", csv(WFLW_TEST))
+    write_lines(root / "face_landmarks_wflw_test_blur.csv", csv(WFLW_TEST[1:2]))
+    write_lines(root / "face_landmarks_wflw_test_largepose.csv", csv([]))
     return root
 
 
@@ -265,10 +230,10 @@ def native_wflw(tmp_path):
     write_image(root / "WFLW_images" / "0--Parade" / "0_Parade_Parade_0_904.jpg")
     write_image(root / "WFLW_images" / "37--Soccer" / "37_Soccer_soccer_ball_37_45.jpg", mode="L")
     lists = root / "WFLW_annotations" / "list_98pt_rect_attr_train_test"
-    write_text(lists / "list_98pt_rect_attr_train.txt",
+    write_lines(lists / "list_98pt_rect_attr_train.txt",
                [native_wflw_line(points(98, 10, 20, 0.5, 0.25), (9, 19, 60, 45), (0, 0, 0, 0, 0, 0),
                                  "0--Parade/0_Parade_Parade_0_904.jpg")])
-    write_text(lists / "list_98pt_rect_attr_test.txt",
+    write_lines(lists / "list_98pt_rect_attr_test.txt",
                [native_wflw_line(points(98, 1, 2), (0, 1, 98, 196), (1, 0, 0, 1, 0, 0),
                                  "37--Soccer/37_Soccer_soccer_ball_37_45.jpg"),
                 native_wflw_line(points(98, 3, 4), (2, 3, 100, 198), (0, 1, 0, 0, 0, 1),
@@ -294,7 +259,7 @@ def test_wflw_native_lists(native_wflw):
 def test_wflw_native_bad_lines(native_wflw):
     lists = native_wflw / "WFLW_annotations" / "list_98pt_rect_attr_train_test"
     good = (lists / "list_98pt_rect_attr_test.txt").read_text().splitlines()
-    write_text(lists / "list_98pt_rect_attr_test.txt",
+    write_lines(lists / "list_98pt_rect_attr_test.txt",
                good + [native_wflw_line(points(98, 0, 0), (0, 0, 1, 1), (0, 0, 0, 0, 0, 0), "9--Press/gone.jpg"),
                        native_wflw_line(points(97, 0, 0), (0, 0, 1, 1), (0, 0, 0, 0, 0, 0), "x.jpg"),
                        native_wflw_line(points(98, 0, 0), (0, 0, 1, 1), (0, 2, 0, 0, 0, 0), "x.jpg")])
