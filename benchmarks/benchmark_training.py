@@ -112,7 +112,7 @@ def build(attn: str, device, checkpointing: bool):
     model = FaceptorModel(config)
     module = TrainingModule(model, {"recog_ms1mv3": (IDENTITIES, 512)}).to(device).train()
     if checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     return module, torch.optim.AdamW(module.parameters(), lr=1e-5, weight_decay=0.05)
 
 

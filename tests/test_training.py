@@ -301,3 +301,16 @@ def test_the_new_task_example_trains_and_serves_its_task(tmp_path):
     assert "mouth_covered accuracy on 8 generated test faces" in result.stdout
     config = json.loads((tmp_path / "mouth" / "config.json").read_text())
     assert {"name": "mouth_covered", "type": "classification"}.items() <= config["tasks"][-1].items()
+
+
+def test_accumulation_checkpointing_bf16_tensorboard_and_protocol_evaluation(data, tmp_path, capsys):
+    config = run_config(data, tmp_path / "options", max_steps=2, save_steps=None, gradient_accumulation_steps=2,
+                        gradient_checkpointing=True, precision="bf16", report_to="tensorboard", eval_steps=2,
+                        eval_limit=6)
+    config["tasks"]["affect_rafdb"].update(eval_dataset=str(data / "faces"), eval_protocol="rafdb")
+    trainer = train(config)
+    assert trainer.consumed["affect_rafdb"] == 2 * 2 * 4  # steps x micro-batches x batch size
+    assert trainer.model.is_activation_checkpointing
+    evaluation = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"step"')]
+    assert evaluation and "eval/affect_rafdb/accuracy" in evaluation[-1]
+    assert list((tmp_path / "options").rglob("events.out.tfevents.*"))

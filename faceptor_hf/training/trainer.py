@@ -234,7 +234,7 @@ class FaceptorTrainer:
         classifier_sizes = {name: (self.num_identities[name], width) for name, width in widths.items()}
         self.module = TrainingModule(self.model, classifier_sizes)
         if run.gradient_checkpointing:
-            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            self.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         groups = parameter_groups(self.module, run)
         self.optimizer = torch.optim.AdamW(groups, lr=run.learning_rate, weight_decay=run.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule(run))
