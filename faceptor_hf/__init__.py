@@ -16,6 +16,9 @@ from .task_types import TASK_TYPES, FaceptorTask, TaskType, get_task_type, regis
 
 __version__ = "0.2.0"
 
+from .onnx.configuration import FaceptorOnnxConfig  # noqa: E402 - after __version__, which the export records
+from .onnx.runtime import FaceptorOnnxModel  # noqa: E402
+
 AutoConfig.register("faceptor", FaceptorConfig, exist_ok=True)
 AutoModel.register(FaceptorConfig, FaceptorModel, exist_ok=True)
 AutoImageProcessor.register(
@@ -28,6 +31,14 @@ FaceptorModel.register_for_auto_class("AutoModel")
 FaceptorImageProcessor.register_for_auto_class("AutoImageProcessor")
 PIPELINE_REGISTRY.register_pipeline("face-analysis", pipeline_class=FaceAnalysisPipeline, pt_model=AutoModel,
                                     type="image")
+# An ONNX export (faceptor-hf export onnx) has model_type "faceptor_onnx": AutoModel, and so pipeline("face-analysis",
+# model=folder), load it as an ONNX Runtime model. Nothing here imports onnx or onnxruntime.
+AutoConfig.register(FaceptorOnnxConfig.model_type, FaceptorOnnxConfig, exist_ok=True)
+AutoModel.register(FaceptorOnnxConfig, FaceptorOnnxModel, exist_ok=True)
+AutoImageProcessor.register(
+    FaceptorOnnxConfig, image_processor_classes={"pil": FaceptorImageProcessor, "torchvision": FaceptorImageProcessor},
+    exist_ok=True,
+)
 
 __all__ = [
     "FaceAnalysisError",
@@ -35,6 +46,8 @@ __all__ = [
     "FaceptorConfig",
     "FaceptorImageProcessor",
     "FaceptorModel",
+    "FaceptorOnnxConfig",
+    "FaceptorOnnxModel",
     "FaceptorOutput",
     "FaceptorPreTrainedModel",
     "FaceptorTask",

@@ -287,11 +287,18 @@ class RetinaFaceDetector:
     image with ``boxes`` (F, 4) x1 y1 x2 y2, ``scores`` (F,), ``keypoints`` (F, 5, 2) in image pixels, sorted by score.
 
     Images are resized so the longer side is at most ``max_size`` and batched with padding.
+
+    ``network`` replaces the PyTorch network with any callable of the same contract (a (B, 3, H, W) batch of BGR
+    minus the mean -> box offsets (B, N, 4), face probabilities (B, N), point offsets (B, N, 10), with a ``to``
+    method), e.g. the ONNX Runtime session of an exported folder; everything around it (resizing, padding, anchor
+    decoding, NMS) is this class's, whichever network runs.
     """
 
     def __init__(self, device="cpu", score_threshold: float = 0.9, nms_threshold: float = 0.4,
-                 max_size: int = 640, weights: bytes | None = None):
-        self.network = RetinaFaceMobileNet().load_onnx(weights or load_packaged_weights()).eval().to(device)
+                 max_size: int = 640, weights: bytes | None = None, network=None):
+        if network is None:
+            network = RetinaFaceMobileNet().load_onnx(weights or load_packaged_weights()).eval()
+        self.network = network.to(device)
         self.device = torch.device(device)
         self.score_threshold = score_threshold
         self.nms_threshold = nms_threshold

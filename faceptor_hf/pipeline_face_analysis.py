@@ -13,6 +13,11 @@ Faces of all given images share model batches of ``batch_size`` faces. Each face
 A model object works too, e.g. an untrained one to try the code path (its results carry ``"untrained": True``):
 
     pipe = pipeline("face-analysis", model=FaceptorModel(FaceptorConfig.faceptor_base()))
+
+A folder written by ``faceptor-hf export onnx`` runs detection and Faceptor in ONNX Runtime, with the same
+processing and output (``backend="onnxruntime"`` asserts that the folder is one):
+
+    pipe = pipeline("face-analysis", model="path/to/faceptor-onnx")
 """
 
 
@@ -93,6 +98,11 @@ class FaceAnalysisPipeline(Pipeline):
     threads), ``on_error`` ("raise", or "return" to get ``{"error": ...}`` for a failing image and keep the rest),
     ``flip_recognition`` (sum the embeddings of the face and its mirror image before normalising, as the official
     verification protocol does; one extra 112-px encoder pass).
+
+    Construction options: ``detector`` (the default detector), ``backend`` ("pytorch" or "onnxruntime": raise
+    unless the model is of that backend). The model is a ``FaceptorModel`` or any object with its calling
+    convention, ``config``, ``device`` and ``dtype``, e.g. ``faceptor_hf.onnx.FaceptorOnnxModel``; a model with a
+    ``build_face_detector(device)`` method supplies the default detector.
     """
 
     # Optional: a model object has no folder to load a processor from; one is then built with default settings.
@@ -102,8 +112,16 @@ class FaceAnalysisPipeline(Pipeline):
     _load_processor = False
     _load_video_processor = False
 
-    def __init__(self, *args, detector=None, **kwargs):
+    def __init__(self, *args, detector=None, backend=None, **kwargs):
         _requested_device(kwargs.get("device"))
+        model = kwargs.get("model", args[0] if args else None)
+        loaded = getattr(model, "backend", "pytorch")
+        if backend is not None and backend not in ("pytorch", "onnxruntime"):
+            raise ValueError(f"backend must be 'pytorch' or 'onnxruntime', got {backend!r}")
+        if backend is not None and backend != loaded:
+            source = getattr(model, "name_or_path", None) or type(model).__name__
+            raise ValueError(f"backend={backend!r}, but {source} is a {loaded} model; an ONNX Runtime model is a "
+                             "folder written by `faceptor-hf export onnx` (backends: 'pytorch', 'onnxruntime')")
         if kwargs.get("image_processor") is None:
             kwargs["image_processor"] = FaceptorImageProcessor()
         super().__init__(*args, **kwargs)
@@ -139,7 +157,12 @@ class FaceAnalysisPipeline(Pipeline):
     @property
     def detector(self):
         if self._detector is None:
-            self._detector = RetinaFaceDetector(device=self.device)
+            # A model may bring its own default detector (the ONNX Runtime model runs the exported detector graph
+            # inside RetinaFaceDetector); otherwise the PyTorch RetinaFace is built.
+            build = getattr(self.model, "build_face_detector", None)
+            self._detector = build(device=self.device) if callable(build) else None
+            if self._detector is None:
+                self._detector = RetinaFaceDetector(device=self.device)
         return self._detector
 
     def __call__(self, inputs, **options):
@@ -289,7 +312,7 @@ class FaceAnalysisPipeline(Pipeline):
         names = [t.name for t in selected]
         needs_small = any(t.model_input == "pixel_values" for t in selected)
         needs_dense = any(t.model_input == "dense_pixel_values" for t in selected)
-        dtype = next(model.parameters()).dtype
+        dtype = model.dtype  # a PreTrainedModel's parameter dtype, or an ONNX Runtime model's graph dtype
         # Flatten faces across images, keeping (image, face) ownership.
         owners = [(i, f) for i in order for f in range(aligned[i]["image_indices"].shape[0])]
         for start in range(0, len(owners), max(1, batch_size)):

@@ -62,7 +62,8 @@ def test_parser_version_and_subcommands(capsys):
         main(["--version"])
     assert exit_info.value.code == 0 and capsys.readouterr().out.strip() == f"faceptor-hf {__version__}"
     subparsers = next(action for action in build_parser()._actions if action.dest == "command")
-    assert tuple(subparsers.choices) == SUBCOMMANDS == ("analyze", "convert")
+    assert tuple(subparsers.choices) == SUBCOMMANDS == ("analyze", "convert", "export", "train", "prepare-data",
+                                                        "evaluate")
     with pytest.raises(SystemExit):
         main(["analyze", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
@@ -290,3 +291,15 @@ def test_stems_are_unique_and_never_look_like_mask_files():
     namer = StemNamer()
     assert [namer(name) for name in ("a/photo.jpg", "b/photo.png", "photo.0.parsing_celebam.png", "x y.jpg")] == [
         "photo", "photo_2", "photo_0_parsing_celebam", "x_y"]
+
+
+def test_the_command_line_builds_without_the_optional_extras():
+    """`pip install faceptor-hf[onnx]` (no datasets, accelerate or training stack) still gets a working CLI."""
+    script = ("import sys\n"
+              "for name in ('datasets', 'accelerate', 'onnxruntime', 'onnx', 'h5py', 'scipy'):\n"
+              "    sys.modules[name] = None\n"
+              "from faceptor_hf.commands import build_parser\n"
+              "build_parser().parse_args(['train', 'config.yaml'])\n"
+              "print('CLI-OK')\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert "CLI-OK" in result.stdout, result.stderr[-2000:]

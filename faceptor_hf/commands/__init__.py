@@ -16,7 +16,7 @@ from .. import __version__
 from .errors import CommandError
 from .formatting import HelpFormatter
 
-SUBCOMMANDS = ("analyze", "convert")
+SUBCOMMANDS = ("analyze", "convert", "export", "train", "prepare-data", "evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -25,8 +25,8 @@ from typing import Iterator
 import numpy as np
 import PIL.Image
 import torch
-
 from tqdm.auto import tqdm
+from transformers import AutoModel
 
 from ..configuration_faceptor import OFFICIAL_TASKS, FaceptorConfig
 from ..image_processing_faceptor import FaceptorImageProcessor, decode_mask
@@ -39,7 +39,7 @@ from .formatting import HelpFormatter
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"}
 UNTRAINED_NOTE = ("UNTRAINED: --random-weights was used; every prediction below is meaningless and only exercises "
                   "the pipeline")
-WEIGHT_SUFFIXES = (".safetensors", ".bin")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx")
 # Files of a model folder whose content changes what the model computes (besides the weights themselves).
 CONFIG_FILES = ("config.json", "preprocessor_config.json")
 
@@ -310,7 +310,8 @@ def build_pipeline(args: argparse.Namespace, device):
         hub = {"revision": args.revision, "local_files_only": args.local_files_only or None}
         hub = {k: v for k, v in hub.items() if v is not None}
         try:
-            model = FaceptorModel.from_pretrained(args.model, dtype=dtype, **hub)
+            # AutoModel also resolves `faceptor-hf export onnx` folders to the ONNX Runtime model.
+            model = AutoModel.from_pretrained(args.model, dtype=dtype, **hub)
         except (OSError, ValueError) as error:
             offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes") or args.local_files_only
             hint = ""

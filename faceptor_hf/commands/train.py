@@ -9,10 +9,19 @@ from .errors import CommandError
 from .formatting import HelpFormatter
 
 
+def add_arguments(parser: argparse.ArgumentParser):
+    """Options of a training run (shared with ``python -m faceptor_hf.training.train``); defined here so that
+    building the CLI does not import the training stack and its optional dependencies."""
+    parser.add_argument("config", help="training config (YAML): model, tasks, run; see examples/training/")
+    parser.add_argument("--resume-from-checkpoint", metavar="DIR|latest", default=None,
+                        help="continue exactly from a checkpoint-<step> folder, or the latest complete one of "
+                             "run.output_dir")
+    parser.add_argument("--max-steps", type=int, default=None, help="override run.max_steps")
+    parser.add_argument("--output-dir", default=None, help="override run.output_dir")
+
+
 def register(subparsers) -> None:
     """Add the ``train`` parser to ``subparsers``."""
-    from ..training.train import add_arguments
-
     parser = subparsers.add_parser(
         "train", help="train Faceptor on several tasks at once from a YAML config",
         description="Joint multi-task training on Accelerate from a YAML config (model, tasks, run). Checkpoints "

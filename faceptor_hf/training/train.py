@@ -9,14 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-
-def add_arguments(parser: argparse.ArgumentParser):
-    parser.add_argument("config", help="training config (YAML): model, tasks, run; see examples/training/")
-    parser.add_argument("--resume-from-checkpoint", metavar="DIR|latest", default=None,
-                        help="continue exactly from a checkpoint-<step> folder, or the latest complete one of "
-                             "run.output_dir")
-    parser.add_argument("--max-steps", type=int, default=None, help="override run.max_steps")
-    parser.add_argument("--output-dir", default=None, help="override run.output_dir")
+from ..commands.train import add_arguments
 
 
 def run(args) -> int:
