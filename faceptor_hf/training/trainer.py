@@ -219,6 +219,12 @@ class FaceptorTrainer:
                 raise TrainingConfigError("run.report_to tensorboard needs the tensorboard package "
                                           "(pip install tensorboard), or set report_to: none") from error
             log_with = "tensorboard"
+        # Accelerate keeps one process-wide state; a second trainer in the same process (a notebook, the tests,
+        # stage 1 then stage 2) with another precision would be refused. The process group itself is kept.
+        from accelerate.state import AcceleratorState
+
+        if AcceleratorState._shared_state and AcceleratorState().mixed_precision != run.precision:
+            AcceleratorState._reset_state(reset_partial_state=False)
         self.accelerator = Accelerator(
             mixed_precision=run.precision, log_with=log_with, project_dir=run.output_dir,
             # tasks drawn by probability, frozen parts and stage-2 selections leave parameters without gradients
