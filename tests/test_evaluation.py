@@ -367,3 +367,22 @@ def test_prepare_then_evaluate_prints_the_paper_row(toy_release, checkpoint, tmp
     assert again["nme_inter_ocular"] == pytest.approx(result["metrics"]["nme_inter_ocular"], abs=1e-6)
     assert main(["evaluate", "--model", str(checkpoint), "--prepared", str(prepared)]) == 2
     assert "--dataset NAME" in capsys.readouterr().err
+
+
+def test_detect_keypoints_flag_reaches_converters_that_take_it(toy_release, tmp_path, capsys, monkeypatch):
+    assert main(["prepare-data", TOY, "--data-dir", str(toy_release), "--output", str(tmp_path / "out"),
+                 "--detect-keypoints"]) == 2
+    assert "--detect-keypoints does not apply" in capsys.readouterr().err
+    seen = {}
+
+    def rows_with_option(data_dir, split, detect_keypoints=False):
+        seen["detect_keypoints"] = detect_keypoints
+        yield from _toy_rows(data_dir, "train")
+
+    spec = NATIVE_DATASETS[TOY]
+    monkeypatch.setitem(NATIVE_DATASETS, TOY, NativeDataset(
+        name=TOY, task=spec.task, splits=spec.splits, rows=rows_with_option, features=spec.features,
+        layout=spec.layout, options=("detect_keypoints",)))
+    assert main(["prepare-data", TOY, "--data-dir", str(toy_release), "--output", str(tmp_path / "out"),
+                 "--split", "train", "--detect-keypoints"]) == 0
+    assert seen == {"detect_keypoints": True}

@@ -43,6 +43,9 @@ def register(subparsers) -> None:
     parser.add_argument("--option", nargs="+", default=[], metavar="KEY=VALUE",
                         help="converter option(s), values parsed as JSON where they can be (e.g. annotations=native, "
                              "detect_keypoints=true); see --layout for a dataset's options")
+    parser.add_argument("--detect-keypoints", action="store_true",
+                        help="run the package's face detector for the 5 points where the protocol needs them and the "
+                             "release lacks them (converters with the detect_keypoints option, e.g. morph2)")
     parser.add_argument("--num-proc", type=int, default=None, help="worker processes for conversion and writing")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     parser.add_argument("--push-to-hub", default=None, metavar="REPO",
@@ -98,6 +101,11 @@ def run(args: argparse.Namespace) -> int:
     if output and os.path.exists(output) and not args.overwrite:
         raise CommandError(f"{output} exists; choose another --output or pass --overwrite")
     options = parse_options(args.option)
+    if args.detect_keypoints:
+        if "detect_keypoints" not in spec.options:
+            raise CommandError(f"{spec.name}: --detect-keypoints does not apply: the release annotates what its "
+                               f"protocol needs (converter options: {', '.join(spec.options) or 'none'})")
+        options["detect_keypoints"] = True
 
     report = BadSampleReport()
     converted = {}
