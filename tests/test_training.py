@@ -314,3 +314,19 @@ def test_accumulation_checkpointing_bf16_tensorboard_and_protocol_evaluation(dat
     evaluation = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"step"')]
     assert evaluation and "eval/affect_rafdb/accuracy" in evaluation[-1]
     assert list((tmp_path / "options").rglob("events.out.tfevents.*"))
+
+
+def test_task_datasets_open_from_every_prepared_layout(tmp_path):
+    from faceptor_hf.training.datasets import open_dataset
+
+    table = Dataset.from_dict({"a": [1, 2, 3]})
+    for split in ("train", "test"):  # prepare-data --format parquet with several splits
+        (tmp_path / "prepared" / split).mkdir(parents=True)
+        table.to_parquet(str(tmp_path / "prepared" / split / "data-00000-of-00001.parquet"))
+    (tmp_path / "snapshot" / "data").mkdir(parents=True)  # a Hub snapshot's layout
+    table.select(range(2)).to_parquet(str(tmp_path / "snapshot" / "data" / "train-00000-of-00001.parquet"))
+    assert len(open_dataset("t", str(tmp_path / "prepared"), "test")) == 3
+    assert len(open_dataset("t", str(tmp_path / "snapshot"), "train")) == 2
+    assert len(open_dataset("t", str(tmp_path / "prepared" / "train" / "*.parquet"), "train")) == 3
+    with pytest.raises(TaskDataError, match=r"has no split 'valid'; splits: test, train"):
+        open_dataset("t", str(tmp_path / "prepared"), "valid")

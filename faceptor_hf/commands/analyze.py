@@ -187,14 +187,6 @@ def file_inputs(patterns: list[str], rank: int, world: int) -> Inputs:
     return Inputs(items(), len(range(rank, len(paths), world)))
 
 
-def is_saved_dataset(path: str) -> bool:
-    """Whether ``path`` is a folder written by ``Dataset.save_to_disk`` or ``DatasetDict.save_to_disk``."""
-    if not os.path.isdir(path):
-        return False
-    single = all(os.path.isfile(os.path.join(path, name)) for name in ("dataset_info.json", "state.json"))
-    return single or os.path.isfile(os.path.join(path, "dataset_dict.json"))
-
-
 def _columns(dataset) -> list[str]:
     """The dataset's column names; a streamed dataset without declared features shows them in its first row."""
     if dataset.column_names is not None:
@@ -206,6 +198,8 @@ def _columns(dataset) -> list[str]:
 def open_dataset(path: str, split: str | None, image_column: str, id_column: str | None):
     """(dataset, split name or None for a single saved split); checks the split and the columns."""
     import datasets
+
+    from ..data.reading import is_saved_dataset
 
     if is_saved_dataset(path):
         loaded = datasets.load_from_disk(path)

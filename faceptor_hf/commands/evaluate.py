@@ -8,7 +8,6 @@ row per sample: ``index`` = row number, then the task type's fields) to ``--outp
 from __future__ import annotations
 
 import argparse
-import glob
 import os
 import sys
 
@@ -85,29 +84,16 @@ def load_model(args: argparse.Namespace):
 
 def open_prepared(path: str):
     """A Dataset or DatasetDict from a save_to_disk folder, a folder of parquet files, or a folder of split folders
-    of parquet files (what ``prepare-data --format parquet`` writes)."""
-    from datasets import Dataset, DatasetDict, load_from_disk
-
-    from .analyze import is_saved_dataset
+    of either (what ``prepare-data`` writes)."""
+    from ..data.reading import open_prepared as read_prepared
 
     if not os.path.isdir(path):
         raise CommandError(f"--prepared {path}: no such folder")
-    if is_saved_dataset(path):
-        return load_from_disk(path)
-    files = sorted(glob.glob(os.path.join(path, "*.parquet")))
-    if files:
-        return Dataset.from_parquet(files)
-    splits = {}
-    for folder in sorted(os.listdir(path)):
-        inner = os.path.join(path, folder)
-        if is_saved_dataset(inner):
-            splits[folder] = load_from_disk(inner)
-        elif glob.glob(os.path.join(inner, "*.parquet")):
-            splits[folder] = Dataset.from_parquet(sorted(glob.glob(os.path.join(inner, "*.parquet"))))
-    if not splits:
+    prepared = read_prepared(path)
+    if prepared is None:
         raise CommandError(f"--prepared {path}: neither a save_to_disk folder nor parquet files (directly or in split "
                            "folders)")
-    return DatasetDict(splits)
+    return prepared
 
 
 def datasets_to_score(args: argparse.Namespace, protocol) -> list[tuple[str | None, object]]:
