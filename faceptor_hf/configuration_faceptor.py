@@ -212,6 +212,18 @@ class FaceptorConfig(PretrainedConfig):
                 return task
         raise KeyError(f"unknown task {name!r}; this model has {self.task_names}")
 
+    def named_tasks(self, requested) -> list[str]:
+        """Task names from ``requested``: a name, a comma-separated string, or a list of either (as a command line
+        gives them), in the order given, each once; may be empty. Raises ``KeyError`` naming the unknown ones and
+        this model's tasks."""
+        items = [requested] if isinstance(requested, str) else list(requested)
+        names = list(dict.fromkeys(part.strip() for item in items for part in str(item).split(",") if part.strip()))
+        unknown = [name for name in names if name not in self.task_names]
+        if unknown:
+            raise KeyError(f"unknown task {', '.join(map(repr, unknown))}; this model's tasks are: "
+                           f"{', '.join(self.task_names)}")
+        return names
+
     @property
     def variant_name(self) -> str:
         """"Naive Faceptor", "Faceptor-Base, stage 1", "Faceptor-Full, stage 2", or "Faceptor (N tasks), stage S"."""

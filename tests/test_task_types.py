@@ -158,3 +158,12 @@ def test_bad_task_types_are_refused_at_registration():
     broken = dataclasses.replace(TASK_TYPES["age"], name="broken_test", decode=None)
     with pytest.raises(ValueError, match="lacks"):
         register_task_type(broken)
+
+
+def test_task_names_from_command_line_style_lists():
+    config = tiny_config()
+    assert config.named_tasks(["age_tiny,align_tiny", "age_tiny", " parsing_tiny "]) == [
+        "age_tiny", "align_tiny", "parsing_tiny"]
+    assert config.named_tasks("recog_ms1mv3") == ["recog_ms1mv3"] and config.named_tasks([","]) == []
+    with pytest.raises(KeyError, match=r"unknown task 'nope', 'zip'; this model's tasks are: recog_ms1mv3"):
+        config.named_tasks("nope,age_tiny,zip")

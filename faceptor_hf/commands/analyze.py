@@ -363,14 +363,13 @@ def select_tasks(config, requested: list[str] | None) -> list[str]:
     """``--tasks`` (space- or comma-separated) checked against the model's task names; default all of them."""
     if not requested:
         return list(config.task_names)
-    names = [name for item in requested for name in item.split(",") if name]
+    try:
+        names = config.named_tasks(requested)
+    except KeyError as error:
+        raise CommandError(error.args[0]) from error
     if not names:
         raise CommandError("--tasks needs at least one task name; leave it out to run all of the model's tasks")
-    unknown = [name for name in names if name not in config.task_names]
-    if unknown:
-        raise CommandError(f"unknown task {', '.join(map(repr, unknown))}; this model's tasks are: "
-                           f"{', '.join(config.task_names)}")
-    return list(dict.fromkeys(names))
+    return names
 
 
 def task_field(task, name: str):

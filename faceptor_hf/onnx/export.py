@@ -125,14 +125,12 @@ def select_tasks(config, tasks=None, allow_unregistered_task_types: bool = False
     if tasks is None:
         selected = list(config.tasks)
     else:
-        names = [part.strip() for item in ([tasks] if isinstance(tasks, str) else tasks)
-                 for part in str(item).split(",") if part.strip()]
+        try:
+            names = config.named_tasks(tasks)
+        except KeyError as error:
+            raise OnnxExportError(error.args[0]) from error
         if not names:
             raise OnnxExportError("tasks is empty: name at least one task, or leave it out to export all")
-        unknown = [name for name in names if name not in config.task_names]
-        if unknown:
-            raise OnnxExportError(f"unknown task{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
-                                  f"this model has {', '.join(config.task_names)}")
         selected = [task for task in config.tasks if task.name in names]
     unregistered = [task for task in selected if task.type not in TASK_TYPES]
     if unregistered and not allow_unregistered_task_types:
