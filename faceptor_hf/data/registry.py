@@ -19,12 +19,15 @@ A large release can split its work: ``shards(data_dir, split, **options)`` retur
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
+
+import PIL.Image
 
 from .errors import BadSampleReport, DatasetFormatError
 
@@ -78,8 +81,6 @@ def get_native_dataset(name: str) -> NativeDataset:
 
 def _check_image(row: dict):
     """Open every image column far enough to know it decodes (header + PIL verify), without a full decode."""
-    import PIL.Image
-
     for column in IMAGE_COLUMNS:
         value = row.get(column)
         if value is None:
@@ -88,8 +89,6 @@ def _check_image(row: dict):
         data = None if isinstance(value, str) else value.get("bytes")
         try:
             if data is not None:
-                import io
-
                 with PIL.Image.open(io.BytesIO(data)) as image:
                     image.verify()
             else:

@@ -22,6 +22,7 @@ import time
 import warnings
 from contextlib import nullcontext
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -172,8 +173,6 @@ class TaskRows(torch.utils.data.Dataset):
         return len(self.rows)
 
     def __getitem__(self, item):
-        import numpy as np
-
         position, index = item
         generator = np.random.default_rng([self.seed, self.task_index, position])
         return self.builder(self.rows[index], generator, index=index)
@@ -267,8 +266,6 @@ class FaceptorTrainer:
             builder = TaskExampleBuilder(task, train=True, processor=self.processor, zoom=spec.zoom,
                                          dense_face_scale=spec.dense_face_scale, warp_factor=spec.warp_factor,
                                          num_identities=self.num_identities.get(task.name))
-            import numpy as np
-
             # Label problems (counts, ranges, columns) surface now, not hours into the run.
             for index in range(min(len(rows), 4)):
                 builder(rows[index], np.random.default_rng(index), index=index)
@@ -467,8 +464,6 @@ class FaceptorTrainer:
             return {f"eval/{task.name}/{key}": float(value) for key, value in metrics.items()
                     if isinstance(value, (int, float)) and not isinstance(value, bool)}
         from .examples import TaskExampleBuilder, collate_examples
-
-        import numpy as np
 
         builder = TaskExampleBuilder(task, train=False, processor=self.processor, zoom=spec.zoom,
                                      dense_face_scale=spec.dense_face_scale, warp_factor=spec.warp_factor)
