@@ -12,24 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import torch
 
+from benchmark_inference import timed  # the same timing loop as the model benchmark (same folder)
 from faceptor_hf import FaceptorConfig, FaceptorModel
-
-
-def timed(fn, device, warmup=2, iters=5) -> float:
-    for _ in range(warmup):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    for _ in range(iters):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return (time.perf_counter() - start) / iters
 
 
 def main(argv=None):
@@ -48,8 +35,8 @@ def main(argv=None):
                 model.encoder.embeddings.resized_position_embedding(grid, dtype)
                 model.decoder.memory_positions(grid, dtype, device)
 
-            forward = timed(lambda: model(**{name: pixels}), device)
-            rebuild = timed(tables, device, iters=50)
+            forward = timed(lambda: model(**{name: pixels}), device, warmup=2, iters=5)
+            rebuild = timed(tables, device, warmup=2, iters=50)
             results.append({"input": name, "device": str(device), "dtype": args.dtype, "forward_ms": forward * 1e3,
                             "tables_ms": rebuild * 1e3, "share_of_forward": rebuild / forward})
     for row in results:
