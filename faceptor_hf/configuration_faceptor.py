@@ -6,6 +6,9 @@ new task is a config change. The presets reproduce the three released official m
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+
 from transformers import PretrainedConfig
 
 from .task_types import FaceptorTask
@@ -57,6 +60,88 @@ FACEPTOR_BASE_TASKS = [
 ]
 FACEPTOR_FULL_TASKS = list(OFFICIAL_TASKS)
 LAYER_ATTENTION_LEVELS = [1, 3, 5, 7, 9]
+DROP_PATH_MODES = ("sample", "token")
+PRESET_NAMES = ("base", "full", "full_stage2", "naive")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Official loss weighting. Each official training YAML gives a weight per task type (``common.task_weight``) and
+# per task (``loss_weight``, equal to the task's per-GPU batch size); the LossesHolder rescales them to
+# w_i = task_weight[T] * loss_weight_i / sum of loss_weight over the tasks of type T, and the total loss is
+# sum(w_i * L_i) / sum(w_i). The presets and converted official checkpoints store the resulting w_i in each
+# task's ``loss_weight``.
+# ---------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LossRecipe:
+    """Loss weighting of one official training YAML: ``common.task_weight`` per task type and each task's
+    ``loss_weight``."""
+
+    type_weights: dict
+    task_loss_weights: dict
+
+
+_BASE_LOSS_WEIGHTS = {"recog_ms1mv3": 128.0, "age_morph2": 32.0, "biattr_celeba": 32.0, "affect_affectnet": 32.0,
+                      "affect_rafdb": 8.0, "parsing_celebam": 2.0, "align_300w": 2.0}
+OFFICIAL_LOSS_RECIPES = {
+    "base": LossRecipe(
+        {"recog": 5.0, "age": 6.0, "biattr": 2.0, "affect": 5.0, "parsing": 100.0, "align": 1000.0},
+        _BASE_LOSS_WEIGHTS),
+    "full": LossRecipe(
+        {"recog": 5.0, "age": 5.0, "biattr": 2.0, "affect": 10.0, "parsing": 200.0, "align": 1000.0},
+        {"recog_ms1mv3": 64.0, "age_morph2": 16.0, "age_utkface": 4.0, "biattr_celeba": 16.0,
+         "affect_affectnet": 16.0, "affect_rafdb": 4.0, "affect_ferplus": 4.0, "parsing_celebam": 1.0,
+         "parsing_lapa": 1.0, "align_300w": 1.0, "align_cofw": 1.0, "align_wflw": 1.0, "align_aflw": 1.0}),
+    "naive": LossRecipe(
+        {"recog": 1.0, "age": 1.0, "biattr": 1.0, "affect": 1.0, "parsing": 1.0, "align": 1.0}, _BASE_LOSS_WEIGHTS),
+}
+
+
+def _type_of(task) -> tuple[str, str]:
+    if isinstance(task, FaceptorTask):
+        return task.name, task.type
+    official = OFFICIAL_TASKS.get(task)
+    return task, official["type"] if official else task.split("_", 1)[0]
+
+
+def official_loss_weights(tasks, recipe: str | None = None, fallback_weight: float = 1.0) -> dict[str, float]:
+    """Per-task loss weights w of an official recipe (the official YAMLs' ``common.task_weight`` and ``loss_weight``; paper §4.3): for each task type T of the recipe,
+    w_i = task_weight[T] * loss_weight_i / sum of loss_weight over the given tasks of type T.
+
+    Args:
+        tasks: task names or ``FaceptorTask`` objects (a name's type is its official type, else its prefix).
+        recipe: ``"base"`` (Faceptor-Base), ``"full"`` (Faceptor-Full stage 1) or ``"naive"``; None picks
+            ``"base"`` when every official task given belongs to Faceptor-Base, else ``"full"``.
+        fallback_weight: the weight of a task the recipe lacks (a user's own task or dataset); it does not take
+            part in the rescaling.
+    Base gives recog 5, age_morph2 6, biattr 2, affectnet 4, rafdb 1, parsing_celebam 100, align_300w 1000.
+    """
+    named = [_type_of(task) for task in tasks]
+    if recipe is None:
+        base = OFFICIAL_LOSS_RECIPES["base"].task_loss_weights
+        official = [name for name, _ in named if name in OFFICIAL_TASKS]
+        recipe = "base" if all(name in base for name in official) else "full"
+    if recipe not in OFFICIAL_LOSS_RECIPES:
+        raise ValueError(f"unknown loss recipe {recipe!r}; choose one of {sorted(OFFICIAL_LOSS_RECIPES)}")
+    chosen = OFFICIAL_LOSS_RECIPES[recipe]
+
+    def in_recipe(name, type_name):
+        return name in chosen.task_loss_weights and type_name in chosen.type_weights
+
+    type_sums: dict[str, float] = {}
+    for name, type_name in named:
+        if in_recipe(name, type_name):
+            type_sums[type_name] = type_sums.get(type_name, 0.0) + chosen.task_loss_weights[name]
+    return {name: (chosen.type_weights[type_name] * chosen.task_loss_weights[name] / type_sums[type_name]
+                   if in_recipe(name, type_name) else float(fallback_weight))
+            for name, type_name in named}
+
+
+def with_official_loss_weights(tasks: list, recipe: str | None = None) -> list[FaceptorTask]:
+    """``tasks`` (names, dicts or ``FaceptorTask``) as ``FaceptorTask`` objects whose ``loss_weight`` is the official
+    recipe's (``official_loss_weights``; tasks the recipe lacks get 1.0)."""
+    built = [_as_task(task) for task in tasks]
+    weights = official_loss_weights(built, recipe=recipe)
+    return [dataclasses.replace(task, loss_weight=weights[task.name]) for task in built]
 
 
 def make_task(name: str, **fields) -> FaceptorTask:
@@ -87,6 +172,10 @@ class FaceptorConfig(PretrainedConfig):
             paper's Naive Faceptor: one standardized head per task type).
         hidden_size, num_hidden_layers, num_attention_heads, intermediate_size, patch_size, layer_norm_eps,
         drop_path_rate: FaRL/CLIP ViT encoder (ViT-B/16: 768, 12, 12, 3072, 16, 1e-5, 0.2).
+        drop_path_mode (`str`): what stochastic depth drops in training. ``"sample"`` (default, timm's usual
+            behaviour): a whole sample's residual branch. ``"token"``: one token position, shared by the whole
+            batch — what the official encoder does, because its blocks run sequence-first (L, B, D) and timm's
+            DropPath draws one mask entry per index of the first axis. The official recipes use ``"token"``.
         position_grid_size (`int`): side of the stored position table (32 -> 1 + 32*32 rows); it is resized
             bicubically to the actual token grid.
         decoder_hidden_size, decoder_num_layers, decoder_num_attention_heads, decoder_ffn_dim,
@@ -119,6 +208,7 @@ class FaceptorConfig(PretrainedConfig):
         position_grid_size=32,
         layer_norm_eps=1e-5,
         drop_path_rate=0.2,
+        drop_path_mode="sample",
         decoder_hidden_size=256,
         decoder_num_layers=9,
         decoder_num_attention_heads=8,
@@ -149,6 +239,7 @@ class FaceptorConfig(PretrainedConfig):
         self.position_grid_size = position_grid_size
         self.layer_norm_eps = layer_norm_eps
         self.drop_path_rate = drop_path_rate
+        self.drop_path_mode = drop_path_mode
         self.decoder_hidden_size = decoder_hidden_size
         self.decoder_num_layers = decoder_num_layers
         self.decoder_num_attention_heads = decoder_num_attention_heads
@@ -175,6 +266,8 @@ class FaceptorConfig(PretrainedConfig):
         """Raise ``ValueError`` naming the first inconsistent field."""
         if self.head_type not in ("faceptor", "naive"):
             raise ValueError(f"head_type must be 'faceptor' or 'naive', got {self.head_type!r}")
+        if self.drop_path_mode not in DROP_PATH_MODES:
+            raise ValueError(f"drop_path_mode must be one of {list(DROP_PATH_MODES)}, got {self.drop_path_mode!r}")
         names = [t.name for t in self.tasks]
         if not names:
             raise ValueError("tasks is empty: a Faceptor model needs at least one task")
@@ -244,21 +337,35 @@ class FaceptorConfig(PretrainedConfig):
     # ---- presets ----------------------------------------------------------------------------------------------
     @classmethod
     def faceptor_base(cls, **kwargs) -> "FaceptorConfig":
-        """Faceptor-Base: 7 tasks, stage 1 (103.2M parameters)."""
-        return cls(tasks=FACEPTOR_BASE_TASKS, **kwargs)
+        """Faceptor-Base: 7 tasks, stage 1 (103.2M parameters), with the Base recipe's loss weights."""
+        return cls(tasks=with_official_loss_weights(FACEPTOR_BASE_TASKS, "base"), **kwargs)
 
     @classmethod
     def faceptor_full(cls, stage: int = 1, **kwargs) -> "FaceptorConfig":
-        """Faceptor-Full: 13 tasks; ``stage=2`` adds Layer-Attention over layers 1, 3, 5, 7, 9."""
+        """Faceptor-Full: 13 tasks with the Full recipe's loss weights; ``stage=2`` adds Layer-Attention over layers
+        1, 3, 5, 7, 9 (stage 2 fine-tunes one task, whose weight then cancels out)."""
         if stage not in (1, 2):
             raise ValueError(f"stage must be 1 or 2, got {stage}")
         levels = LAYER_ATTENTION_LEVELS if stage == 2 else []
-        return cls(tasks=FACEPTOR_FULL_TASKS, layer_attention_levels=levels, **kwargs)
+        return cls(tasks=with_official_loss_weights(FACEPTOR_FULL_TASKS, "full"), layer_attention_levels=levels,
+                   **kwargs)
+
+    @classmethod
+    def from_preset(cls, name: str, **kwargs) -> "FaceptorConfig":
+        """The config of a preset by name (``PRESET_NAMES``: base, full, full_stage2, naive), with ``kwargs`` set on
+        top; the names training configs and ``faceptor-hf convert --preset`` use."""
+        builders = {"base": cls.faceptor_base, "full": cls.faceptor_full,
+                    "full_stage2": lambda **fields: cls.faceptor_full(stage=2, **fields), "naive": cls.naive_faceptor}
+        if name not in builders:
+            raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESET_NAMES)}")
+        return builders[name](**kwargs)
 
     @classmethod
     def naive_faceptor(cls, **kwargs) -> "FaceptorConfig":
-        """Naive Faceptor: shared encoder + standardized per-type heads (178.9M parameters)."""
-        return cls(tasks=FACEPTOR_BASE_TASKS, head_type="naive", **kwargs)
+        """Naive Faceptor: shared encoder + standardized per-type heads (178.9M parameters), Naive loss weights."""
+        return cls(tasks=with_official_loss_weights(FACEPTOR_BASE_TASKS, "naive"), head_type="naive", **kwargs)
 
 
-__all__ = ["FaceptorConfig", "FaceptorTask", "make_task", "OFFICIAL_TASKS"]
+__all__ = ["FaceptorConfig", "FaceptorTask", "LossRecipe", "OFFICIAL_LOSS_RECIPES", "OFFICIAL_TASKS", "PRESET_NAMES",
+           "make_task",
+           "official_loss_weights", "with_official_loss_weights"]

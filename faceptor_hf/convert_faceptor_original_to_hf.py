@@ -20,7 +20,13 @@ from typing import Callable, NamedTuple
 
 import torch
 
-from .configuration_faceptor import LAYER_ATTENTION_LEVELS, OFFICIAL_TASKS, FaceptorConfig, make_task
+from .configuration_faceptor import (
+    LAYER_ATTENTION_LEVELS,
+    OFFICIAL_TASKS,
+    FaceptorConfig,
+    make_task,
+    with_official_loss_weights,
+)
 from .image_processing_faceptor import FaceptorImageProcessor
 from .modeling_faceptor import FaceptorModel
 
@@ -300,7 +306,9 @@ def infer_config(state, overrides: dict | None = None) -> tuple[FaceptorConfig, 
             kwargs["layer_attention_levels"] = list(LAYER_ATTENTION_LEVELS)
     if not tasks:
         raise ConversionError("no task heads found in the checkpoint")
-    kwargs["tasks"] = tasks
+    # The loss weights of the recipe that trained the checkpoint travel with its tasks, so fine-tuning a converted
+    # model weighs its tasks as the paper did (Base or Full by the task set; tasks outside the recipe weigh 1).
+    kwargs["tasks"] = with_official_loss_weights(tasks, recipe="naive" if naive else None)
     kwargs.update(overrides)
     try:
         config = FaceptorConfig(**kwargs)

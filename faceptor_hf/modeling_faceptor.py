@@ -109,17 +109,25 @@ class QuickGELU(nn.Module):
 
 
 class FaceptorDropPath(nn.Module):
-    """Stochastic depth per sample (training only)."""
+    """Stochastic depth (training only) on a residual branch (B, L, D), kept entries scaled by 1 / (1 - rate).
 
-    def __init__(self, rate: float):
+    ``mode="sample"`` drops whole samples (mask (B, 1, 1)); ``mode="token"`` drops token positions shared by the
+    batch (mask (1, L, 1)), as the official encoder does (see ``FaceptorConfig.drop_path_mode``)."""
+
+    def __init__(self, rate: float, mode: str = "sample"):
         super().__init__()
         self.rate = rate
+        self.mode = mode
 
     def forward(self, x):
         if self.rate == 0.0 or not self.training:
             return x
         keep = 1.0 - self.rate
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        if self.mode == "token":
+            shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+        else:
+            shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+        mask = x.new_empty(shape).bernoulli_(keep)
         return x * mask / keep
 
 
@@ -180,7 +188,7 @@ class FaceptorEncoderLayer(GradientCheckpointingLayer):
         self.self_attn = FaceptorAttention(config, config.hidden_size, config.num_attention_heads, fused_qkv=True)
         self.layer_norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.mlp = FaceptorEncoderMLP(config)
-        self.drop_path = FaceptorDropPath(drop_path_rate)
+        self.drop_path = FaceptorDropPath(drop_path_rate, getattr(config, "drop_path_mode", "sample"))
 
     def forward(self, hidden_states):
         """(B, L, D) -> (B, L, D)."""

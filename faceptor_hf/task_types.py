@@ -59,6 +59,10 @@ class FaceptorTask:
         embedding_size: output width of an embedding task (None otherwise).
         flip_pairs: output index pairs that swap under a horizontal flip, overriding the type's own rule (e.g. for
             a landmark set the registry does not know); None to use the type's rule.
+        loss_weight: weight w of this task in joint training, where the total loss is sum(w * L) / sum(w) over the
+            tasks of a step (the official LossesHolder). The presets and converted official checkpoints carry the
+            official recipe's weights (landmarks 1000 in Faceptor-Base); a new task defaults to 1.0; a training
+            config's ``loss_weight`` overrides it.
     """
 
     name: str
@@ -69,6 +73,7 @@ class FaceptorTask:
     labels: list[str] = field(default_factory=list)
     embedding_size: int | None = None
     flip_pairs: list[list[int]] | None = None
+    loss_weight: float = 1.0
 
     @property
     def input_size(self) -> int:
@@ -375,7 +380,8 @@ _GENERIC_BY_READOUT = {
 
 def make_task(name: str, type: str | None = None, num_queries: int | None = None, labels: list[str] | None = None,
               readout: str | None = None, model_input: str | None = None, embedding_size: int | None = None,
-              flip_pairs=None, input_size: int | None = None, official: dict | None = None) -> FaceptorTask:
+              flip_pairs=None, input_size: int | None = None, official: dict | None = None,
+              loss_weight: float = 1.0) -> FaceptorTask:
     """Build one task; fields not given come from ``official`` (the official task of that name, if any) and from
     the task type. ``input_size`` (112 / 512) is the older spelling of ``model_input``.
 
@@ -400,10 +406,16 @@ def make_task(name: str, type: str | None = None, num_queries: int | None = None
     if model_input not in MODEL_INPUTS:
         raise ValueError(f"task {name!r}: model_input must be one of {list(MODEL_INPUTS)}, got {model_input!r}")
     pairs = [list(map(int, pair)) for pair in flip_pairs] if flip_pairs is not None else None
+    try:
+        loss_weight = float(loss_weight)
+    except (TypeError, ValueError):
+        raise ValueError(f"task {name!r}: loss_weight must be a number, got {loss_weight!r}") from None
+    if not loss_weight > 0 or loss_weight == float("inf"):
+        raise ValueError(f"task {name!r}: loss_weight must be positive and finite, got {loss_weight}")
     if readout == "embedding":
         size = int(embedding_size or official.get("embedding_size", 512))
         return FaceptorTask(name=name, type=type_name, readout=readout, model_input=model_input, num_queries=0,
-                            labels=[], embedding_size=size, flip_pairs=pairs)
+                            labels=[], embedding_size=size, flip_pairs=pairs, loss_weight=loss_weight)
     official_labels = official.get("labels")
     if labels is None and official_labels is not None and num_queries in (None, len(official_labels)):
         labels = official_labels
@@ -418,7 +430,7 @@ def make_task(name: str, type: str | None = None, num_queries: int | None = None
     if pairs is not None and any(not 0 <= i < len(labels) for pair in pairs for i in pair):
         raise ValueError(f"task {name!r}: flip_pairs refer to outputs outside 0..{len(labels) - 1}")
     return FaceptorTask(name=name, type=type_name, readout=readout, model_input=model_input,
-                        num_queries=len(labels), labels=list(labels), flip_pairs=pairs)
+                        num_queries=len(labels), labels=list(labels), flip_pairs=pairs, loss_weight=loss_weight)
 
 
 __all__ = [

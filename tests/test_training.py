@@ -187,7 +187,7 @@ def test_a_new_task_by_config_trains_from_a_pretrained_model(uninterrupted, data
     (lambda c: c["run"].update(max_step=3), TrainingConfigError, r"unknown key 'max_step' \(did you mean"),
     (lambda c: c["tasks"]["affect_rafdb"].update(dataset="/nonexistent/rafdb"), TaskDataError,
      r"task 'affect_rafdb': dataset '/nonexistent/rafdb'"),
-    (lambda c: c["tasks"]["affect_rafdb"].update(dataset=c["tasks"]["align_tiny"]["dataset"]), KeyError,
+    (lambda c: c["tasks"]["affect_rafdb"].update(dataset=c["tasks"]["align_tiny"]["dataset"]), TaskDataError,
      r"affect_rafdb.*lacks column\(s\) \['expression'\]"),
     (lambda c: c["tasks"].update(nope_x={"dataset": c["tasks"]["affect_rafdb"]["dataset"]}), TrainingConfigError,
      "unknown task type"),

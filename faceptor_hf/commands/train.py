@@ -18,6 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser):
                              "run.output_dir")
     parser.add_argument("--max-steps", type=int, default=None, help="override run.max_steps")
     parser.add_argument("--output-dir", default=None, help="override run.output_dir")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="build the model and check every training and evaluation dataset (on every process), "
+                             "print the plan as JSON and exit")
 
 
 def register(subparsers) -> None:
@@ -32,13 +35,11 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Train; configuration, data and checkpoint problems become one-line errors."""
-    from ..training.config import TrainingConfigError
-    from ..training.datasets import TaskDataError
+    """Train (or ``--dry-run``); configuration, data and checkpoint problems become one-line errors."""
     from ..training.train import run as train
-    from ..training.trainer import TrainingError
+    from ..training.train import user_errors
 
     try:
         return train(args)
-    except (TrainingConfigError, TaskDataError, TrainingError) as error:
-        raise CommandError(str(error)) from error
+    except user_errors() as error:
+        raise CommandError(str(error).strip(chr(34))) from error

@@ -1,6 +1,7 @@
 """The training configuration file: model, tasks and run settings, validated before anything heavy starts.
 
-    model: {preset: base}          # or {pretrained: DIR_OR_HUB_ID, overrides: {...}} or {config: {...}}
+    model: {preset: base, encoder_init: FaRL-Base-Patch16-LAIONFace20M-ep64.pth}
+                                   # or {pretrained: DIR_OR_HUB_ID, overrides: {...}} or {config: {...}}
     tasks:
       affect_rafdb: {dataset: data/rafdb, split: train, batch_size: 8}
       align_300w:   {dataset: data/300w,  split: train, batch_size: 2, loss_weight: 1000}
@@ -18,8 +19,11 @@ import difflib
 import os
 from dataclasses import dataclass, field
 
-PRESETS = ("base", "full", "full_stage2", "naive")
-PRECISIONS = ("no", "bf16", "fp16")
+from ..configuration_faceptor import PRESET_NAMES
+
+# "fp16_grads" is what the official ``fp16: True`` did: an fp32 forward and backward with a GradScaler, gradients
+# all-reduced in fp16 between processes. "fp16" / "bf16" are autocast mixed precision.
+PRECISIONS = ("no", "fp16_grads", "bf16", "fp16")
 SAMPLING = ("lockstep", "probability")
 # Fields of a model task (FaceptorTask / make_task) that a task entry may carry.
 TASK_FIELDS = ("type", "labels", "num_queries", "readout", "model_input", "embedding_size", "flip_pairs")
@@ -38,8 +42,8 @@ class TaskSpec:
         dataset: a ``save_to_disk`` folder (of a Dataset or a DatasetDict), parquet file(s) or folder, or a Hub id.
         split: the split to train on.
         batch_size: per process and micro-step, as in the official recipes.
-        loss_weight: relative weight in the combined loss (None: the official recipe's weight for official tasks
-            of a preset, else 1.0).
+        loss_weight: relative weight in the combined loss (None: the model task's own ``loss_weight``: the official
+            recipe's for presets and converted official checkpoints, 1.0 for a new task).
         sampling_weight: relative probability of drawing this task in a step when ``run.sampling`` is
             ``probability``.
         eval_dataset, eval_split: held-out data for periodic evaluation (default: the training dataset's
@@ -86,6 +90,7 @@ class RunSpec:
     gradient_accumulation_steps: int = 1
     gradient_checkpointing: bool = False
     precision: str = "no"
+    sync_batchnorm: bool = False
     save_steps: int | None = None
     save_total_limit: int | None = 3
     eval_steps: int | None = None
@@ -107,6 +112,7 @@ class TrainingConfig:
     tasks: list[TaskSpec]
     run: RunSpec
     source: str | None = None
+    data: dict = field(default_factory=dict, repr=False)
 
     @property
     def output_dir(self) -> str:
@@ -126,8 +132,57 @@ def _field_names(cls) -> list[str]:
     return [f.name for f in dataclasses.fields(cls)]
 
 
+_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "list": (list,), "dict": (dict,)}
+
+
+def _as_number(value, names: list[str]):
+    """YAML 1.1 (PyYAML) reads ``5e-5`` and ``1e4`` as strings: numbers written so are taken as numbers, an
+    integral one also where an ``int`` is expected."""
+    if isinstance(value, bool) or not isinstance(value, (str, float)):
+        return value
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    if "float" in names:
+        return number
+    if "int" in names and number.is_integer():
+        return int(number)
+    return value
+
+
+def _check_types(section: str, spec) -> None:
+    """Each field's value against its annotation (``int``, ``float | None``, ...): a wrong type such as
+    ``batch_size: eight`` is named here, not met as a ``TypeError`` deep in the run."""
+    for item in dataclasses.fields(spec):
+        value = getattr(spec, item.name)
+        names = [part.strip() for part in str(item.type).split("|")]
+        if value is None and "None" in names:
+            continue
+        allowed = tuple(kind for name in names for kind in _TYPES.get(name.split("[")[0], ()))
+        if not allowed:
+            continue
+        if "int" in names or "float" in names:
+            value = _as_number(value, names)
+            setattr(spec, item.name, value)
+        wrong_bool = isinstance(value, bool) and bool not in allowed
+        if wrong_bool or not isinstance(value, allowed):
+            raise TrainingConfigError(f"{section}.{item.name} must be {' or '.join(names)}, got "
+                                      f"{type(value).__name__} {value!r}")
+
+
 def parse_config(data: dict, source: str | None = None) -> TrainingConfig:
-    """Validate a config mapping (as read from YAML) and build a ``TrainingConfig``."""
+    """Validate a config mapping (as read from YAML) and build a ``TrainingConfig``; errors name the file (when
+    ``source`` is given), section and key."""
+    try:
+        return _parse(data, source)
+    except TrainingConfigError as error:
+        if source and not str(error).startswith(f"{source}: "):
+            raise TrainingConfigError(f"{source}: {error}") from error
+        raise
+
+
+def _parse(data: dict, source: str | None) -> TrainingConfig:
     if not isinstance(data, dict):
         raise TrainingConfigError(f"a training config is a mapping with model, tasks and run; got {type(data).__name__}")
     _check_keys("top level", data, ("model", "tasks", "run"))
@@ -135,33 +190,59 @@ def parse_config(data: dict, source: str | None = None) -> TrainingConfig:
         if key not in data:
             raise TrainingConfigError(f"the config lacks its {key!r} section")
     model = data["model"] or {}
-    _check_keys("model", model, ("preset", "pretrained", "config", "overrides", "revision"))
+    if not isinstance(model, dict):
+        raise TrainingConfigError(f"model: a mapping (preset, pretrained or config, ...), got {model!r}")
+    _check_keys("model", model, ("preset", "pretrained", "config", "overrides", "revision", "encoder_init"))
     sources = [key for key in ("preset", "pretrained", "config") if key in model]
     if len(sources) != 1:
         raise TrainingConfigError(f"model: give exactly one of preset, pretrained or config (got {sources or 'none'})")
-    if "preset" in model and model["preset"] not in PRESETS:
-        raise TrainingConfigError(f"model.preset {model['preset']!r} is not one of {', '.join(PRESETS)}")
+    if "preset" in model and model["preset"] not in PRESET_NAMES:
+        raise TrainingConfigError(f"model.preset {model['preset']!r} is not one of {', '.join(PRESET_NAMES)}")
+    if "encoder_init" in model:
+        if "pretrained" in model:
+            raise TrainingConfigError("model.encoder_init starts a fresh model's encoder from FaRL / CLIP; a "
+                                      "pretrained model brings its own encoder (drop one of the two)")
+        if not isinstance(model["encoder_init"], str) or not model["encoder_init"]:
+            raise TrainingConfigError(f"model.encoder_init must be a path or Hub id, got {model['encoder_init']!r}")
+    for key in ("overrides", "config"):
+        if key in model and not isinstance(model[key], dict):
+            raise TrainingConfigError(f"model.{key} must be a mapping of FaceptorConfig fields, got {model[key]!r}")
     tasks_section = data["tasks"]
     if not isinstance(tasks_section, dict) or not tasks_section:
         raise TrainingConfigError("tasks: give at least one task as `name: {dataset: ..., batch_size: ...}`")
     spec_keys = [name for name in _field_names(TaskSpec) if name not in ("name", "task_fields")]
     tasks = []
     for name, entry in tasks_section.items():
+        if entry is not None and not isinstance(entry, dict):
+            raise TrainingConfigError(f"tasks.{name}: a mapping such as {{dataset: ..., batch_size: ...}}, got {entry!r}")
         entry = dict(entry or {})
         _check_keys(f"tasks.{name}", entry, spec_keys + list(TASK_FIELDS))
         if "dataset" not in entry:
             raise TrainingConfigError(f"tasks.{name}: no dataset given")
         task_fields = {key: entry.pop(key) for key in TASK_FIELDS if key in entry}
         spec = TaskSpec(name=name, task_fields=task_fields, **entry)
-        if spec.batch_size < 1:
-            raise TrainingConfigError(f"tasks.{name}: batch_size must be at least 1")
+        _check_types(f"tasks.{name}", spec)
+        task_checks = [
+            (spec.batch_size >= 1, "batch_size must be at least 1"),
+            (spec.loss_weight is None or 0 < spec.loss_weight < float("inf"), "loss_weight must be positive"),
+            (spec.sampling_weight >= 0, "sampling_weight must not be negative"),
+            (spec.zoom > 0 and spec.dense_face_scale > 0, "zoom and dense_face_scale must be positive"),
+            (0 <= spec.warp_factor < 1, "warp_factor must lie in [0, 1)"),
+            (spec.num_identities is None or spec.num_identities >= 1, "num_identities must be at least 1"),
+        ]
+        for ok, message in task_checks:
+            if not ok:
+                raise TrainingConfigError(f"tasks.{name}: {message}")
         tasks.append(spec)
+    if data["run"] is not None and not isinstance(data["run"], dict):
+        raise TrainingConfigError(f"run: a mapping of run settings, got {data['run']!r}")
     run = dict(data["run"] or {})
     _check_keys("run", run, _field_names(RunSpec))
     for key in ("output_dir", "max_steps"):
         if key not in run:
             raise TrainingConfigError(f"run: {key} is required")
     run_spec = RunSpec(**run)
+    _check_types("run", run_spec)
     checks = [
         (run_spec.max_steps >= 1, "run.max_steps must be at least 1"),
         (run_spec.precision in PRECISIONS, f"run.precision must be one of {PRECISIONS}"),
@@ -170,11 +251,33 @@ def parse_config(data: dict, source: str | None = None) -> TrainingConfig:
         (run_spec.gradient_accumulation_steps >= 1, "run.gradient_accumulation_steps must be at least 1"),
         (run_spec.report_to in ("tensorboard", "none"), "run.report_to must be 'tensorboard' or 'none'"),
         (0 <= run_spec.warmup_steps <= run_spec.max_steps, "run.warmup_steps must lie in 0..run.max_steps"),
+        (run_spec.learning_rate > 0, "run.learning_rate must be positive"),
+        (run_spec.warmup_start_lr >= 0, "run.warmup_start_lr must not be negative"),
+        (run_spec.weight_decay >= 0, "run.weight_decay must not be negative"),
+        (run_spec.max_grad_norm is None or run_spec.max_grad_norm > 0, "run.max_grad_norm must be positive or null"),
+        (run_spec.logging_steps >= 1, "run.logging_steps must be at least 1"),
+        (run_spec.save_steps is None or run_spec.save_steps >= 1, "run.save_steps must be at least 1 or null"),
+        (run_spec.eval_steps is None or run_spec.eval_steps >= 1, "run.eval_steps must be at least 1 or null"),
+        (run_spec.num_workers >= 0, "run.num_workers must not be negative"),
+        (run_spec.save_total_limit is None or run_spec.save_total_limit >= 1,
+         "run.save_total_limit must be at least 1 or null"),
+        (bool(run_spec.output_dir), "run.output_dir must not be empty"),
     ]
     for ok, message in checks:
         if not ok:
             raise TrainingConfigError(message)
-    return TrainingConfig(model=model, tasks=tasks, run=run_spec, source=source)
+    return TrainingConfig(model=model, tasks=tasks, run=run_spec, source=source, data=data)
+
+
+def with_run_overrides(config: TrainingConfig, **values) -> TrainingConfig:
+    """``config`` with ``run`` settings replaced (None values are ignored), validated exactly as the YAML is: the
+    command line's ``--max-steps`` / ``--output-dir`` meet the same checks as the file's."""
+    values = {key: value for key, value in values.items() if value is not None}
+    if not values:
+        return config
+    data = dict(config.data)
+    data["run"] = {**(data.get("run") or {}), **values}
+    return parse_config(data, source=config.source)
 
 
 def load_config(path: str) -> TrainingConfig:
@@ -192,4 +295,5 @@ def load_config(path: str) -> TrainingConfig:
     return parse_config(data, source=path)
 
 
-__all__ = ["RunSpec", "TaskSpec", "TrainingConfig", "TrainingConfigError", "load_config", "parse_config"]
+__all__ = ["RunSpec", "TaskSpec", "TrainingConfig", "TrainingConfigError", "load_config", "parse_config",
+           "with_run_overrides"]

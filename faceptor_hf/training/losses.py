@@ -14,12 +14,11 @@ Shapes: B = batch, D = embedding width, K = identities or age bins, A = attribut
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from ..configuration_faceptor import OFFICIAL_TASKS
+from ..configuration_faceptor import OFFICIAL_LOSS_RECIPES, LossRecipe, official_loss_weights
 from ..task_decoding import expected_age, heatmap_centroids, upsampled_mask_logits
 from ..task_types import FaceptorTask, attach_task_part, get_task_type
 
@@ -205,73 +204,8 @@ def task_loss(task: FaceptorTask, raw: torch.Tensor, targets: torch.Tensor, stat
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Weighting
+# Weighting (the official recipes live with the task list, in the configuration: ``official_loss_weights``)
 # ---------------------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class LossRecipe:
-    """Loss weighting of one official training YAML: ``common.task_weight`` per task type and each task's
-    ``loss_weight``."""
-
-    type_weights: dict
-    task_loss_weights: dict
-
-
-_BASE_LOSS_WEIGHTS = {"recog_ms1mv3": 128.0, "age_morph2": 32.0, "biattr_celeba": 32.0, "affect_affectnet": 32.0,
-                      "affect_rafdb": 8.0, "parsing_celebam": 2.0, "align_300w": 2.0}
-OFFICIAL_LOSS_RECIPES = {
-    "base": LossRecipe(
-        {"recog": 5.0, "age": 6.0, "biattr": 2.0, "affect": 5.0, "parsing": 100.0, "align": 1000.0},
-        _BASE_LOSS_WEIGHTS),
-    "full": LossRecipe(
-        {"recog": 5.0, "age": 5.0, "biattr": 2.0, "affect": 10.0, "parsing": 200.0, "align": 1000.0},
-        {"recog_ms1mv3": 64.0, "age_morph2": 16.0, "age_utkface": 4.0, "biattr_celeba": 16.0,
-         "affect_affectnet": 16.0, "affect_rafdb": 4.0, "affect_ferplus": 4.0, "parsing_celebam": 1.0,
-         "parsing_lapa": 1.0, "align_300w": 1.0, "align_cofw": 1.0, "align_wflw": 1.0, "align_aflw": 1.0}),
-    "naive": LossRecipe(
-        {"recog": 1.0, "age": 1.0, "biattr": 1.0, "affect": 1.0, "parsing": 1.0, "align": 1.0}, _BASE_LOSS_WEIGHTS),
-}
-
-
-def _type_of(task) -> tuple[str, str]:
-    if isinstance(task, FaceptorTask):
-        return task.name, task.type
-    official = OFFICIAL_TASKS.get(task)
-    return task, official["type"] if official else task.split("_", 1)[0]
-
-
-def official_loss_weights(tasks, recipe: str | None = None, fallback_weight: float = 1.0) -> dict[str, float]:
-    """Per-task loss weights w of an official recipe (``model.md`` §5.2): for each task type T of the recipe,
-    w_i = task_weight[T] * loss_weight_i / sum of loss_weight over the given tasks of type T.
-
-    Args:
-        tasks: task names or ``FaceptorTask`` objects (a name's type is its official type, else its prefix).
-        recipe: ``"base"`` (Faceptor-Base), ``"full"`` (Faceptor-Full stage 1) or ``"naive"``; None picks
-            ``"base"`` when every official task given belongs to Faceptor-Base, else ``"full"``.
-        fallback_weight: the weight of a task the recipe lacks (a user's own task or dataset); it does not take
-            part in the rescaling.
-    Base gives recog 5, age_morph2 6, biattr 2, affectnet 4, rafdb 1, parsing_celebam 100, align_300w 1000.
-    """
-    named = [_type_of(task) for task in tasks]
-    if recipe is None:
-        base = OFFICIAL_LOSS_RECIPES["base"].task_loss_weights
-        official = [name for name, _ in named if name in OFFICIAL_TASKS]
-        recipe = "base" if all(name in base for name in official) else "full"
-    if recipe not in OFFICIAL_LOSS_RECIPES:
-        raise ValueError(f"unknown loss recipe {recipe!r}; choose one of {sorted(OFFICIAL_LOSS_RECIPES)}")
-    chosen = OFFICIAL_LOSS_RECIPES[recipe]
-
-    def in_recipe(name, type_name):
-        return name in chosen.task_loss_weights and type_name in chosen.type_weights
-
-    type_sums: dict[str, float] = {}
-    for name, type_name in named:
-        if in_recipe(name, type_name):
-            type_sums[type_name] = type_sums.get(type_name, 0.0) + chosen.task_loss_weights[name]
-    return {name: (chosen.type_weights[type_name] * chosen.task_loss_weights[name] / type_sums[type_name]
-                   if in_recipe(name, type_name) else float(fallback_weight))
-            for name, type_name in named}
-
-
 def combine_task_losses(losses: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:
     """sum_i w_i L_i / sum_i w_i over the tasks present in ``losses`` (the official ``LossesHolder``)."""
     if not losses:

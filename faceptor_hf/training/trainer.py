@@ -46,34 +46,36 @@ class TrainingError(RuntimeError):
 # ---------------------------------------------------------------------------------------------------------------
 # Model
 # ---------------------------------------------------------------------------------------------------------------
-def _preset_config(name: str) -> FaceptorConfig:
-    return {"base": FaceptorConfig.faceptor_base, "full": FaceptorConfig.faceptor_full,
-            "full_stage2": lambda: FaceptorConfig.faceptor_full(stage=2),
-            "naive": FaceptorConfig.naive_faceptor}[name]()
-
-
 def build_model(config: TrainingConfig) -> tuple[FaceptorModel, list[str]]:
     """The model to train and the names of parameters that start from random values.
 
-    ``preset``/``config`` build a random model; ``pretrained`` loads one and, where ``overrides`` or new tasks
-    change its architecture (Layer-Attention levels for stage 2, a task it lacks), carries every matching weight
-    into the new architecture. Tasks of the run that the model lacks are added from their task fields."""
+    ``preset``/``config`` build a fresh model, whose encoder comes from ``encoder_init`` (FaRL / CLIP, as the paper
+    starts) where given; ``pretrained`` loads one and, where ``overrides`` or new tasks change its architecture
+    (Layer-Attention levels for stage 2, a task it lacks), carries every matching weight into the new architecture.
+    Tasks of the run that the model lacks are added from their task fields. A task's ``loss_weight`` in the run
+    replaces the model task's own (kept in the config, so the saved model records what it was trained with)."""
     spec = config.model
     pretrained = None
-    if "preset" in spec:
-        model_config = _preset_config(spec["preset"])
-    elif "config" in spec:
-        model_config = FaceptorConfig(**spec["config"])
-    else:
-        try:
-            pretrained = FaceptorModel.from_pretrained(spec["pretrained"], revision=spec.get("revision"))
-        except OSError as error:
-            raise TrainingConfigError(f"model.pretrained {spec['pretrained']!r} cannot be loaded: "
-                                      f"{str(error).splitlines()[0]}") from error
-        model_config = FaceptorConfig(**pretrained.config.to_dict())
+    try:
+        if "preset" in spec:
+            model_config = FaceptorConfig.from_preset(spec["preset"])
+        elif "config" in spec:
+            model_config = FaceptorConfig(**spec["config"])
+        else:
+            try:
+                pretrained = FaceptorModel.from_pretrained(spec["pretrained"], revision=spec.get("revision"))
+            except OSError as error:
+                raise TrainingConfigError(f"model.pretrained {spec['pretrained']!r} cannot be loaded: "
+                                          f"{str(error).splitlines()[0]}") from error
+            model_config = FaceptorConfig(**pretrained.config.to_dict())
+    except (TypeError, ValueError, KeyError) as error:
+        if isinstance(error, TrainingConfigError):
+            raise
+        raise TrainingConfigError(f"model: {str(error).strip(chr(39))}") from error
     changes = dict(spec.get("overrides") or {})
     known = set(model_config.task_names)
     tasks = [task.to_dict() for task in model_config.tasks]
+    weights = {t.name: t.loss_weight for t in config.tasks if t.loss_weight is not None}
     for task_spec in config.tasks:
         if task_spec.name in known:
             if task_spec.task_fields:
@@ -85,7 +87,10 @@ def build_model(config: TrainingConfig) -> tuple[FaceptorModel, list[str]]:
                         "rename the task to add a new one")
             continue
         tasks.append({"name": task_spec.name, **task_spec.task_fields})
-    if len(tasks) != len(model_config.tasks):
+    for entry in tasks:
+        if entry["name"] in weights:
+            entry["loss_weight"] = weights[entry["name"]]
+    if tasks != [task.to_dict() for task in model_config.tasks]:
         changes["tasks"] = tasks
     if not changes and pretrained is not None:
         return pretrained, []
@@ -93,9 +98,22 @@ def build_model(config: TrainingConfig) -> tuple[FaceptorModel, list[str]]:
         new_config = FaceptorConfig(**{**model_config.to_dict(), **changes})
     except (TypeError, ValueError) as error:
         raise TrainingConfigError(f"model: {error}") from error
-    model = FaceptorModel(new_config)
     if pretrained is None:
-        return model, [name for name, _ in model.named_parameters()]
+        model = FaceptorModel(new_config)
+        if not spec.get("encoder_init"):
+            return model, [name for name, _ in model.named_parameters()]
+        from ..convert_farl_encoder_to_hf import EncoderCheckpointError, load_encoder_checkpoint
+
+        try:
+            load_encoder_checkpoint(model, spec["encoder_init"])
+        except EncoderCheckpointError as error:
+            raise TrainingConfigError(f"model.encoder_init: {error}") from error
+        return model, [name for name, _ in model.named_parameters() if not name.startswith("encoder.")]
+    architecture = {k: v for k, v in changes.items() if k != "tasks"}
+    if not architecture and [t["name"] for t in tasks] == model_config.task_names:
+        pretrained.config.tasks = new_config.tasks  # only loss weights changed: keep the loaded model as it is
+        return pretrained, []
+    model = FaceptorModel(new_config)
     result = model.load_state_dict(pretrained.state_dict(), strict=False)
     if result.unexpected_keys:
         raise TrainingConfigError(f"model.overrides remove weights of the pretrained model: {result.unexpected_keys[:5]}")
@@ -190,6 +208,21 @@ class _Batches(torch.utils.data.Sampler):
             yield [next(items) for _ in range(self.batch_size)]
 
 
+def _integer_range(rows, column: str) -> tuple[int | None, int | None]:
+    """(min, max) of an integer label column read from the Arrow table without decoding any image; (None, None)
+    for other columns (their values are checked row by row by the example builder)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if column not in rows.column_names:
+        return None, None
+    values = rows.select_columns([column]).with_format("arrow")[:][column]
+    if not pa.types.is_integer(values.type) or len(values) == 0:
+        return None, None
+    extremes = pc.min_max(values).as_py()
+    return extremes["min"], extremes["max"]
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Trainer
 # ---------------------------------------------------------------------------------------------------------------
@@ -203,7 +236,7 @@ class FaceptorTrainer:
 
     def __init__(self, config: TrainingConfig):
         from accelerate import Accelerator
-        from accelerate.utils import DistributedDataParallelKwargs, set_seed
+        from accelerate.utils import DDPCommunicationHookType, DistributedDataParallelKwargs, set_seed
 
         from . import losses  # noqa: F401 - registers the loss of every task type
 
@@ -222,19 +255,25 @@ class FaceptorTrainer:
         # stage 1 then stage 2) with another precision would be refused. The process group itself is kept.
         from accelerate.state import AcceleratorState
 
-        if AcceleratorState._shared_state and AcceleratorState().mixed_precision != run.precision:
+        autocast = run.precision if run.precision in ("bf16", "fp16") else "no"
+        if AcceleratorState._shared_state and AcceleratorState().mixed_precision != autocast:
             AcceleratorState._reset_state(reset_partial_state=False)
-        self.accelerator = Accelerator(
-            mixed_precision=run.precision, log_with=log_with, project_dir=run.output_dir,
-            # tasks drawn by probability, frozen parts and stage-2 selections leave parameters without gradients
-            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+        # find_unused_parameters: tasks drawn by probability, frozen parts and stage-2 selections leave parameters
+        # without gradients. fp16_grads all-reduces gradients in fp16, as the official DDP hook did.
+        ddp = DistributedDataParallelKwargs(
+            find_unused_parameters=True,
+            comm_hook=DDPCommunicationHookType.FP16 if run.precision == "fp16_grads" else DDPCommunicationHookType.NO)
+        self.accelerator = Accelerator(mixed_precision=autocast, log_with=log_with, project_dir=run.output_dir,
+                                       kwargs_handlers=[ddp])
         set_seed(run.seed)
         self.model, self.new_parameters = build_model(config)
         self.tasks = [self.model.config.get_task(spec.name) for spec in config.tasks]
         self.specs = {spec.name: spec for spec in config.tasks}
         self.processor = FaceptorImageProcessor()
         self._open_datasets()
-        self.weights = self._loss_weights()
+        self._check_evaluation_data()
+        self.weights = {task.name: task.loss_weight for task in self.tasks}
+        self.sync_batchnorm = self._convert_sync_batchnorm()
         widths = {t.name: t.embedding_size for t in self.tasks if t.readout == "embedding"}
         classifier_sizes = {name: (self.num_identities[name], width) for name, width in widths.items()}
         self.module = TrainingModule(self.model, classifier_sizes)
@@ -246,7 +285,13 @@ class FaceptorTrainer:
         self.module, self.optimizer = self.accelerator.prepare(self.module, self.optimizer)
         # Stepped once per optimizer step on every process (not prepared: accelerate would step it per process).
         self.accelerator.register_for_checkpointing(self.scheduler)
-        self.step, self.consumed, self.skipped_steps = 0, {t.name: 0 for t in self.tasks}, 0
+        # The official fp16 run scaled an fp32 loss (GradScaler, growth every 100 steps) without autocast: steps
+        # whose gradients overflow (in the fp16 all-reduce) are skipped and the scale shrinks.
+        self.scaler = None
+        if run.precision == "fp16_grads":
+            self.scaler = torch.amp.GradScaler(self.accelerator.device.type, growth_interval=100)
+            self.accelerator.register_for_checkpointing(self.scaler)
+        self.step, self.consumed, self.skipped_steps, self.overflow_steps = 0, {t.name: 0 for t in self.tasks}, 0, 0
 
     # ---- setup ----------------------------------------------------------------------------------------------
     def _open_datasets(self):
@@ -258,27 +303,86 @@ class FaceptorTrainer:
             rows = open_dataset(task.name, spec.dataset, spec.split)
             if len(rows) == 0:
                 raise TaskDataError(f"task {task.name!r}: dataset {spec.dataset!r} split {spec.split!r} is empty")
-            check_columns(rows, task, f"dataset {spec.dataset!r} split {spec.split!r}")
+            where = f"dataset {spec.dataset!r} split {spec.split!r}"
+            try:
+                check_columns(rows, task, where)
+            except KeyError as error:
+                raise TaskDataError(str(error).strip(chr(34))) from error
+            column = get_task_type(task).label_column
+            low, high = _integer_range(rows, column)
             if task.readout == "embedding":
-                column = get_task_type(task).label_column
-                largest = int(max(rows[column])) if spec.num_identities is None else spec.num_identities - 1
-                self.num_identities[task.name] = spec.num_identities or largest + 1
-            builder = TaskExampleBuilder(task, train=True, processor=self.processor, zoom=spec.zoom,
-                                         dense_face_scale=spec.dense_face_scale, warp_factor=spec.warp_factor,
-                                         num_identities=self.num_identities.get(task.name))
+                self.num_identities[task.name] = spec.num_identities or (high + 1 if high is not None else 1)
+            limit = self.num_identities.get(task.name) or (len(task.labels) if column in ("expression", "label")
+                                                           else None)
+            if low is not None and (low < 0 or (limit is not None and high >= limit)):
+                bad = low if low < 0 else high
+                raise TaskDataError(f"task {task.name!r}: {where} column {column!r} holds {bad}, outside 0 .. "
+                                    f"{(limit - 1) if limit is not None else 'any'}")
+            try:
+                builder = TaskExampleBuilder(task, train=True, processor=self.processor, zoom=spec.zoom,
+                                             dense_face_scale=spec.dense_face_scale, warp_factor=spec.warp_factor,
+                                             num_identities=self.num_identities.get(task.name))
+            except ValueError as error:
+                raise TrainingConfigError(f"tasks.{task.name}: {error}") from error
             # Label problems (counts, ranges, columns) surface now, not hours into the run.
             for index in range(min(len(rows), 4)):
                 builder(rows[index], np.random.default_rng(index), index=index)
             self.rows[task.name], self.builders[task.name] = rows, builder
 
-    def _loss_weights(self) -> dict[str, float]:
-        from .losses import official_loss_weights
+    def _check_evaluation_data(self):
+        """Open every task's held-out data and check its columns (and protocol) now, on every process: a mistake
+        found at the first evaluation would stop rank 0 while the other processes wait in a collective."""
+        from ..evaluation.evaluate import resolve_protocol, resolve_task
 
-        preset = self.config.model.get("preset")
-        recipe = {"base": "base", "full": "full", "full_stage2": "full", "naive": "naive"}.get(preset)
-        official = official_loss_weights([t.name for t in self.tasks], recipe=recipe) if recipe else {}
-        return {t.name: (self.specs[t.name].loss_weight if self.specs[t.name].loss_weight is not None
-                         else official.get(t.name, 1.0)) for t in self.tasks}
+        self.eval_rows = {}
+        for task in self.tasks:
+            spec = self.specs[task.name]
+            if spec.eval_dataset is None and spec.eval_split is None:
+                continue
+            location, split = spec.eval_dataset or spec.dataset, spec.eval_split or "test"
+            rows = open_dataset(task.name, location, split)
+            where = f"evaluation dataset {location!r} split {split!r}"
+            if len(rows) == 0:
+                raise TaskDataError(f"task {task.name!r}: {where} is empty")
+            if spec.eval_protocol:
+                try:
+                    protocol = resolve_protocol(spec.eval_protocol, self.model.config.task_names)
+                    resolve_task(self.model.config, protocol, task.name)
+                except KeyError as error:
+                    raise TrainingConfigError(f"tasks.{task.name}.eval_protocol: {str(error).strip(chr(34))}") from error
+                metric = get_task_type(task).metric
+                if metric is None:
+                    raise TrainingConfigError(f"tasks.{task.name}.eval_protocol: task type {task.type!r} has no "
+                                              "metric to evaluate with")
+                accumulator = metric(task, **protocol.metric_options)
+                needed = list(accumulator.image_columns) + list(accumulator.target_columns)
+                missing = [column for column in needed if column not in rows.column_names]
+                if missing:
+                    raise TaskDataError(f"task {task.name!r}: {where} lacks column(s) {missing} (it has "
+                                        f"{rows.column_names}); the {spec.eval_protocol} protocol reads {needed}")
+            else:
+                try:
+                    check_columns(rows, task, where)
+                except KeyError as error:
+                    raise TaskDataError(str(error).strip(chr(34))) from error
+            self.eval_rows[task.name] = rows
+
+    def _convert_sync_batchnorm(self) -> str:
+        """Naive Faceptor's UPerNet heads use SyncBatchNorm officially; ``run.sync_batchnorm`` converts their
+        BatchNorms where statistics can be synchronised (several CUDA processes: torch's SyncBatchNorm has no CPU
+        kernel). Returns what was done, for the plan."""
+        if not self.config.run.sync_batchnorm:
+            return "off"
+        heads = getattr(self.model, "naive_dense_heads", None)
+        if heads is None or not len(heads):
+            return "on, but the model has no Naive dense heads (nothing to synchronise)"
+        if self.accelerator.num_processes < 2:
+            return "on, one process: plain BatchNorm (nothing to synchronise)"
+        if self.accelerator.device.type != "cuda":
+            return "on, but SyncBatchNorm needs CUDA: plain BatchNorm per process"
+        for name, head in list(heads.items()):
+            heads[name] = nn.SyncBatchNorm.convert_sync_batchnorm(head)
+        return "on: SyncBatchNorm in the Naive dense heads"
 
     def _loader(self, task_index: int, task) -> "torch.utils.data.DataLoader":
         from .examples import collate_examples
@@ -293,6 +397,46 @@ class FaceptorTrainer:
             rows, batch_sampler=_Batches(stream, spec.batch_size), collate_fn=collate_examples,
             num_workers=run.num_workers, persistent_workers=run.num_workers > 0,
             generator=torch.Generator().manual_seed(run.seed), pin_memory=torch.cuda.is_available())
+
+    # ---- the plan -------------------------------------------------------------------------------------------
+    def plan(self) -> dict:
+        """What the run will do, as ``faceptor-hf train --dry-run`` prints it: per task its data, batch size and
+        effective loss weight; the parameter groups with their peak learning rates; steps and precision."""
+        run, accelerator = self.config.run, self.accelerator
+        config = self.model.config
+        tasks = []
+        for task in self.tasks:
+            spec = self.specs[task.name]
+            entry = {"name": task.name, "type": task.type, "input": task.model_input, "dataset": spec.dataset,
+                     "split": spec.split, "rows": len(self.rows[task.name]), "batch_size": spec.batch_size,
+                     "loss_weight": self.weights[task.name]}
+            if task.name in self.num_identities:
+                entry["identities"] = self.num_identities[task.name]
+            if task.name in self.eval_rows:
+                entry["evaluation"] = {"dataset": spec.eval_dataset or spec.dataset,
+                                       "split": spec.eval_split or "test", "rows": len(self.eval_rows[task.name]),
+                                       "protocol": spec.eval_protocol, "every_steps": run.eval_steps}
+            tasks.append(entry)
+        groups = [{"name": group["name"], "peak_learning_rate": run.learning_rate * group["multiplier"],
+                   "tensors": len(group["params"]), "parameters": sum(p.numel() for p in group["params"])}
+                  for group in self.optimizer.param_groups]
+        encoder_init = getattr(config, "encoder_init", None)
+        return {
+            "config": self.config.source,
+            "model": {"variant": config.variant_name, "parameters": sum(p.numel() for p in self.model.parameters()),
+                      "fresh_parameters": len(self.new_parameters), "encoder_init": encoder_init,
+                      "drop_path": {"rate": config.drop_path_rate, "mode": config.drop_path_mode},
+                      "attention": config._attn_implementation},
+            "tasks": tasks,
+            "parameter_groups": groups,
+            "steps": run.max_steps, "warmup_steps": run.warmup_steps,
+            "gradient_accumulation_steps": run.gradient_accumulation_steps,
+            "samples_per_step": sum(s.batch_size for s in self.specs.values()) * run.gradient_accumulation_steps
+            * accelerator.num_processes,
+            "precision": run.precision, "sync_batchnorm": self.sync_batchnorm,
+            "processes": accelerator.num_processes, "device": str(accelerator.device),
+            "num_workers": run.num_workers, "report_to": run.report_to, "output_dir": run.output_dir,
+        }
 
     # ---- checkpoints ----------------------------------------------------------------------------------------
     def checkpoints(self) -> list[tuple[int, str]]:
@@ -319,6 +463,7 @@ class FaceptorTrainer:
             # The state file is written last: a folder without it (killed mid-save) is never resumed from.
             with open(os.path.join(partial, STATE_FILE), "w") as handle:
                 json.dump({"step": self.step, "consumed": self.consumed, "skipped_steps": self.skipped_steps,
+                           "gradient_overflow_steps": self.overflow_steps,
                            "tasks": [t.name for t in self.tasks], "world_size": accelerator.num_processes}, handle)
             shutil.rmtree(final, ignore_errors=True)
             os.replace(partial, final)
@@ -356,6 +501,7 @@ class FaceptorTrainer:
                                 f"{str(error).splitlines()[0] if str(error) else ''}); it is damaged") from error
         self.step, self.consumed = state["step"], dict(state["consumed"])
         self.skipped_steps = state.get("skipped_steps", 0)
+        self.overflow_steps = state.get("gradient_overflow_steps", 0)
         self.accelerator.print(f"resumed from {where} at step {self.step}")
 
     # ---- one step -------------------------------------------------------------------------------------------
@@ -417,10 +563,19 @@ class FaceptorTrainer:
                                             f"({ {n: float(losses[n].detach()) for n in bad} }); set run.on_nonfinite: skip "
                                             "to skip such steps")
                     continue
-                accelerator.backward(total / run.gradient_accumulation_steps)
+                scaled = total / run.gradient_accumulation_steps
+                accelerator.backward(self.scaler.scale(scaled) if self.scaler is not None else scaled)
             for name, value in losses.items():
                 totals[name] = totals.get(name, 0.0) + float(value.detach()) / run.gradient_accumulation_steps
-        if finite:
+        if finite and self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+            if run.max_grad_norm:
+                accelerator.clip_grad_norm_(self.module.parameters(), run.max_grad_norm)
+            scale = self.scaler.get_scale()
+            self.scaler.step(self.optimizer)  # skipped where a gradient overflowed
+            self.scaler.update()
+            self.overflow_steps += int(self.scaler.get_scale() < scale)
+        elif finite:
             if run.max_grad_norm:
                 accelerator.clip_grad_norm_(self.module.parameters(), run.max_grad_norm)
             self.optimizer.step()
@@ -443,11 +598,8 @@ class FaceptorTrainer:
         model.eval()
         try:
             for task in self.tasks:
-                spec = self.specs[task.name]
-                if spec.eval_dataset is None and spec.eval_split is None:
-                    continue
-                rows = open_dataset(task.name, spec.eval_dataset or spec.dataset, spec.eval_split or "test")
-                results.update(self._evaluate_task(model, task, spec, rows))
+                if task.name in self.eval_rows:
+                    results.update(self._evaluate_task(model, task, self.specs[task.name], self.eval_rows[task.name]))
         finally:
             model.train(was_training)
         return results
@@ -541,7 +693,8 @@ class FaceptorTrainer:
             raise TrainingError(f"processes ended with different weights (checksums {checksums}); the run is broken")
         if accelerator.is_main_process:
             with open(os.path.join(run.output_dir, "training_summary.json"), "w") as handle:
-                json.dump({"steps": self.step, "skipped_steps": self.skipped_steps, "processes": len(checksums),
+                json.dump({"steps": self.step, "skipped_steps": self.skipped_steps,
+                           "gradient_overflow_steps": self.overflow_steps, "processes": len(checksums),
                            "weights_checksum_per_process": checksums, "tasks": [t.name for t in self.tasks],
                            "loss_weights": self.weights, "samples_per_task": self.consumed,
                            "new_parameters": len(self.new_parameters)}, handle, indent=1)
@@ -554,9 +707,14 @@ class FaceptorTrainer:
 
                 push_to_hub(run.push_to_hub, model=model, processor=self.processor,
                             commit_message=f"Trained {run.max_steps} steps on {', '.join(self.specs)}")
-        if run.report_to != "none":
-            accelerator.end_training()
+        # Every process waits for the save before any tracker closes, and nothing collective follows: closing the
+        # trackers with ``accelerator.end_training()`` would also destroy the process group, and a collective after
+        # it made every multi-process run exit 1 after its model was written. The group stays up for a next trainer
+        # in the same processes (stage 1 then stage 2); the entry point destroys it before exiting.
         accelerator.wait_for_everyone()
+        if run.report_to != "none":
+            for tracker in accelerator.trackers:
+                tracker.finish()
 
 
 __all__ = ["FaceptorTrainer", "TrainingError", "TrainingModule", "build_model", "parameter_groups", "schedule"]
