@@ -14,7 +14,8 @@ Accepted layouts:
 * FaRL / OpenAI CLIP (``visual.*`` keys, with or without a ``state_dict`` wrapper, in a ``.pth``/``.pt``/``.bin`` or
   ``.safetensors`` file): the text tower and CLIP's output head (``ln_post``, ``proj``) are dropped, as Faceptor never
   reads them.
-* transformers ``CLIPVisionModel`` / ``CLIPModel`` (``vision_model.*`` keys): a folder or a Hub id with
+* transformers ``CLIPVisionModel`` / ``CLIPModel`` (``vision_model.*`` keys, or the bare ``embeddings.*``,
+  ``encoder.*`` keys transformers 5 writes for a ``CLIPVisionModel``): a folder or a Hub id with
   ``config.json`` and ``model.safetensors`` (or ``pytorch_model.bin``); separate q/k/v projections are fused into the
   encoder's one projection. The activation must be ``quick_gelu`` (CLIP's and FaRL's).
 
@@ -81,7 +82,7 @@ class EncoderInit:
     source_grid: int
     target_grid: int
     dropped: int = 0
-    loaded: list[str] = field(default_factory=list)
+    loaded: list[str] = field(default_factory=list, repr=False)
 
     def as_config_entry(self) -> dict:
         return {"source": self.source, "layout": self.layout, "position_grid": [self.source_grid, self.target_grid]}
@@ -164,8 +165,9 @@ def read_encoder_checkpoint(source: str, revision: str | None = None, token=None
 # ---------------------------------------------------------------------------------------------------------------
 # Layouts -> FaRL visual names -> faceptor-hf encoder names
 # ---------------------------------------------------------------------------------------------------------------
-def _farl_from_transformers(state: dict, source: str, hf_config: dict | None) -> tuple[dict, int]:
-    """transformers CLIP vision tensors -> FaRL ``visual`` names (q/k/v fused); returns them and the dropped count."""
+def _farl_from_transformers(state: dict, source: str, hf_config: dict | None, prefix: str) -> tuple[dict, int]:
+    """transformers CLIP vision tensors (names under ``prefix``) -> FaRL ``visual`` names (q/k/v fused); returns
+    them and the count of dropped tensors."""
     if hf_config is not None:
         vision = hf_config.get("vision_config", hf_config)
         activation = vision.get("hidden_act", "quick_gelu")
@@ -174,10 +176,10 @@ def _farl_from_transformers(state: dict, source: str, hf_config: dict | None) ->
                                          "blocks use quick_gelu")
     visual, parts, dropped = {}, {}, 0
     for key, value in state.items():
-        if not key.startswith(TRANSFORMERS_PREFIX):
+        if not key.startswith(prefix):
             dropped += 1
             continue
-        name = key[len(TRANSFORMERS_PREFIX):]
+        name = key[len(prefix):]
         qkv = _QKV.fullmatch(name)
         if qkv:
             parts.setdefault((qkv.group(1), qkv.group(3)), {})[qkv.group(2)] = value
@@ -226,12 +228,16 @@ def encoder_state_dict(state: dict, config: FaceptorConfig, source: str = "check
         layout = "farl"
         visual = {key[len(FARL_PREFIX):]: value for key, value in state.items() if key.startswith(FARL_PREFIX)}
         dropped = len(state) - len(visual)
-    elif any(key.startswith(TRANSFORMERS_PREFIX) for key in state):
+    elif any(key.startswith(TRANSFORMERS_PREFIX) for key in state):  # CLIPModel (and CLIPVisionModel before v5)
         layout = "transformers-clip"
-        visual, dropped = _farl_from_transformers(state, source, hf_config)
+        visual, dropped = _farl_from_transformers(state, source, hf_config, TRANSFORMERS_PREFIX)
+    elif "embeddings.patch_embedding.weight" in state and "pre_layrnorm.weight" in state:  # CLIPVisionModel, v5
+        layout = "transformers-clip"
+        visual, dropped = _farl_from_transformers(state, source, hf_config, "")
     else:
         raise EncoderCheckpointError(f"{source}: foreign checkpoint: no 'visual.*' (FaRL / OpenAI CLIP) or "
-                                     f"'vision_model.*' (transformers CLIP) keys; found e.g. {list(state)[:3]}")
+                                     f"'vision_model.*' / 'embeddings.*' (transformers CLIP) keys; found e.g. "
+                                     f"{list(state)[:3]}")
     if "class_embedding" not in visual or "positional_embedding" not in visual:
         raise EncoderCheckpointError(f"{source}: the image encoder lacks class_embedding / positional_embedding")
     table = visual["positional_embedding"]
