@@ -47,6 +47,10 @@ SAMPLES_300W = {
 
 @pytest.fixture
 def root_300w(tmp_path):
+    return write_root_300w(tmp_path)
+
+
+def write_root_300w(tmp_path):
     """HRNet CSVs in the root, the iBUG images under data/ (ibug/image_092 _01.jpg with its native space, one
     grayscale JPEG, one PNG), a comment and a blank line in the train CSV."""
     root = tmp_path / "300W"
@@ -168,6 +172,10 @@ WFLW_TEST = [("0--Parade/0_Parade_marchingband_1_20.jpg", 0.2, (20, 15), (1.5, 2
 
 @pytest.fixture
 def root_wflw(tmp_path):
+    return write_root_wflw(tmp_path)
+
+
+def write_root_wflw(tmp_path):
     """HRNet CSVs (train, test, test_blur naming the second test face, an empty test_largepose, the other four
     subsets absent) with the images under data/, one of them grayscale."""
     root = tmp_path / "WFLW"
@@ -301,6 +309,10 @@ def write_mat73(path, image_key, phis_key, images, phis):
 
 @pytest.fixture
 def root_cofw(tmp_path):
+    return write_root_cofw(tmp_path)
+
+
+def write_root_cofw(tmp_path):
     """Colour train file (v7.3/HDF5): an RGB image with one red pixel, a grayscale image, a float image (bad);
     Caltech-style v5 grayscale test file (scipy)."""
     import scipy.io
@@ -352,12 +364,15 @@ AFLW_FACES = 20003
 
 @pytest.fixture(scope="module")
 def root_aflw(tmp_path_factory):
+    return write_root_aflw(tmp_path_factory.mktemp("AFLW"))
+
+
+def write_root_aflw(root):
     """AFLWinfo_release.mat (v5) for 20,003 faces with ``ra`` = the faces in reverse, so the test split is rows 2, 1,
     0: row 2 a grayscale image, row 1 with one hidden point, row 0 a missing image. Every train face shows one
     image. Face i: x_k = i + k, y_k = 100 + i + 2k, bbox (left, right, top, bottom) = (5 + i, 45 + i, 7, 67)."""
     import scipy.io
 
-    root = tmp_path_factory.mktemp("AFLW")
     flickr = root / "data" / "flickr"
     write_image(flickr / "0" / "image00002.jpg")
     write_image(flickr / "2" / "image10000.jpg", mode="L", size=(40, 30))

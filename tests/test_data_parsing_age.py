@@ -75,6 +75,10 @@ def part_mask(*cells):
 
 @pytest.fixture
 def celebamask_hq(tmp_path):
+    return write_celebamask_hq(tmp_path)
+
+
+def write_celebamask_hq(tmp_path):
     root = tmp_path / "CelebAMask-HQ"
     # id -> CelebA file; partition: 000001/000002 train, 162771 validation, 182638/200000 test
     mapping = {0: "000001.jpg", 1: "000002.jpg", 2: "162771.jpg", 2001: "182638.jpg", 29999: "200000.jpg"}
@@ -157,6 +161,10 @@ def lapa_label(value):
 
 @pytest.fixture
 def lapa(tmp_path):
+    return write_lapa(tmp_path)
+
+
+def write_lapa(tmp_path):
     samples = {"train": ["a_1", "b_2"], "val": ["c_3"], "test": ["d_4", "e_5"]}
     for folder, names in samples.items():
         for index, name in enumerate(names):
@@ -209,6 +217,10 @@ MORPH_FILES = ["Album2/273546_01M22.jpg", "Album2/306329_00F32.jpg", "Album2/124
 
 @pytest.fixture
 def morph2(tmp_path):
+    return write_morph2(tmp_path)
+
+
+def write_morph2(tmp_path):
     for index, relative in enumerate(MORPH_FILES):
         write_jpeg(tmp_path / "data" / relative, size=(20, 24), mode="L" if index == 1 else "RGB")
     lists = tmp_path / "label" / "RANDOM_80_20"
@@ -288,6 +300,10 @@ def test_morph2_detect_keypoints_takes_the_most_confident_face(morph2, monkeypat
 # ---------------------------------------------------------------------------------------------------------------
 @pytest.fixture
 def utkface(tmp_path):
+    return write_utkface(tmp_path)
+
+
+def write_utkface(tmp_path):
     chips = tmp_path / "UTKFace"
     for name in ["25_0_1_20170116174525125.jpg.chip.jpg", "39_1_20170116174525125.jpg.chip.jpg",
                  "5_0_0_20170110215648859.jpg.chip.jpg", "80_1_0_20170110131953974.jpg.chip.jpg",
