@@ -92,8 +92,8 @@ def test_evaluation_crops_use_the_processor_statistics_of_their_input_group():
 
 
 def test_already_cropped_images_take_the_official_training_and_test_resize():
-    # A non-square pre-aligned crop (CelebA's 178 x 218 shape, scaled down): training = timm's centre square +
-    # PIL bicubic, evaluation = torchvision Resize([112, 112]) (PIL bilinear, squashed).
+    # A non-square pre-aligned crop (CelebA's 178 x 218 shape, scaled down): attribute/age/expression training =
+    # timm's centre square + PIL bicubic, evaluation = torchvision Resize([112, 112]) (PIL bilinear, squashed).
     image = picture(height=109, width=89, seed=4)
     plain = aug.Augmentation112(flip_probability=0.0, rand_augment_ops=0, erasing_probability=0.0)
     row = {"image": image, "age": 30.0}
@@ -106,6 +106,11 @@ def test_already_cropped_images_take_the_official_training_and_test_resize():
         pixels = builder(row, np.random.default_rng(0))["pixel_values"] * 0.5 + 0.5
         torch.testing.assert_close(pixels, torch.from_numpy(np.asarray(reference).copy()).permute(2, 0, 1) / 255.0,
                                    atol=1e-6, rtol=0)
+    # Recognition trains through torchvision Resize([112, 112]) (then a flip), as it tests.
+    builder = TaskExampleBuilder(TASKS["identity"], train=True, augmentation=plain)
+    pixels = builder({"image": image, "identity": 3}, np.random.default_rng(0))["pixel_values"] * 0.5 + 0.5
+    torch.testing.assert_close(pixels, torch.from_numpy(np.asarray(expected[False]).copy()).permute(2, 0, 1) / 255.0,
+                               atol=1e-6, rtol=0)
 
 
 # ---- geometry shared by image and labels ------------------------------------------------------------------------

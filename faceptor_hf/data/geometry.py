@@ -8,8 +8,10 @@
    resizes it (``whole_image_matrix``, ``warp_image``):
    * 512 px (CelebAMask-HQ's 1024-px photos): OpenCV ``resize`` INTER_LINEAR, in training and evaluation alike;
      bilinear without antialiasing, so an exact 2x shrink is a plain 2 x 2 average;
-   * 112 px, training: timm ``RandomResizedCrop(112, scale=(1, 1), ratio=(1, 1), interpolation="bicubic")``, which
-     for these settings is a centre square crop (integer offsets) followed by PIL's bicubic resize;
+   * 112 px, training (``training=True``): timm ``RandomResizedCrop(112, scale=(1, 1), ratio=(1, 1),
+     interpolation="bicubic")`` of the attribute/age/expression transform, which for these settings is a centre
+     square crop (integer offsets) followed by PIL's bicubic resize (recognition trains through the test resize:
+     the example builder passes ``training=False`` for it);
    * 112 px, evaluation: torchvision ``Resize([112, 112])`` on a PIL image, i.e. PIL's bilinear resize of the whole
      image (a non-square image is squashed).
    PIL's resizes filter over the whole footprint (antialiased) and OpenCV's does not; both are reproduced to uint8
