@@ -48,7 +48,9 @@ setup(
         # with onnx 1.23.2, onnxscript 0.7.2, onnxruntime 1.31.1. None of them depends on torch. On a GPU, install
         # onnxruntime-gpu of the same minor version instead of onnxruntime (the two cannot live side by side).
         "onnx": ONNX_EXTRA,
-        "dev": ["pytest>=8,<10", *TRAIN_EXTRA, *DATA_EXTRA, *ONNX_EXTRA],
+        # Tests only: OpenCV is the official pipeline's resampler, the reference the dataset crops are checked
+        # against (tested with opencv-python-headless 5.1.0.95); the package itself does not use it.
+        "dev": ["pytest>=8,<10", "opencv-python-headless>=5.1,<6", *TRAIN_EXTRA, *DATA_EXTRA, *ONNX_EXTRA],
     },
     entry_points={"console_scripts": ["faceptor-hf=faceptor_hf.commands:main"]},
     classifiers=[

@@ -129,16 +129,21 @@ def rescale_source_matrix(matrices: torch.Tensor, factor: float) -> torch.Tensor
 
 
 def warp_faces(image: torch.Tensor, matrices: torch.Tensor, out_size: tuple[int, int],
-               mode: str = "bilinear") -> torch.Tensor:
+               mode: str = "bilinear", antialias: bool = True) -> torch.Tensor:
     """Crops of one image. image (C, H, W) float, matrices (F, 2, 3) image->crop -> (F, C, h, w).
 
-    Faces whose crop shrinks the image by more than 2x are sampled from a 2x box-filtered pyramid level, so
-    small crops of large faces do not alias. Outside the image is zero (padding, not shifting).
+    With ``antialias`` (photos), faces whose crop shrinks the image by more than 2x are sampled from a 2x
+    box-filtered pyramid level, so small crops of large faces do not alias. Without it every crop samples the image
+    itself, bilinear with no prefilter, as OpenCV ``remap`` / ``warpAffine`` do (the official dataset crops). Outside
+    the image is zero (padding, not shifting).
     """
     if matrices.shape[0] == 0:
         return image.new_zeros((0, image.shape[0]) + tuple(out_size))
-    scales = matrix_scale(matrices)
-    levels = torch.clamp(torch.floor(torch.log2(1.0 / scales.clamp_min(1e-9))), min=0).long().tolist()
+    if antialias:
+        scales = matrix_scale(matrices)
+        levels = torch.clamp(torch.floor(torch.log2(1.0 / scales.clamp_min(1e-9))), min=0).long().tolist()
+    else:
+        levels = [0] * matrices.shape[0]
     out = image.new_empty((matrices.shape[0], image.shape[0]) + tuple(out_size))
     level_image, current = image[None], 0
     for level in sorted(set(levels)):

@@ -186,7 +186,8 @@ def get_task_type(task: "FaceptorTask | str") -> TaskType:
 # Parts shared by several types
 # ---------------------------------------------------------------------------------------------------------------
 def _rounded(values: torch.Tensor, digits: int) -> list:
-    return torch.round(values.detach().cpu().float(), decimals=digits).tolist()
+    # float64 (a Python float) before rounding: a rounded float32 prints as noise digits (-0.06594900041818619).
+    return torch.round(values.detach().cpu().double(), decimals=digits).tolist()
 
 
 def _numbered(prefix: str) -> Callable[[int], list[str]]:

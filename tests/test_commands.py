@@ -6,6 +6,7 @@ need real processes.
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -71,6 +72,18 @@ def test_parser_version_and_subcommands(capsys):
     assert "(default: 32)" in help_text and "(default: png)" in help_text
 
 
+def floats_in(value):
+    """Every float in a JSON value."""
+    if isinstance(value, float):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from floats_in(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from floats_in(item)
+
+
 def test_analyze_writes_json_overlays_mask_pngs_and_resumes(checkpoint, tmp_path, capsys):
     photos = copy_images(tmp_path / "photos")
     bad = tmp_path / "broken.jpg"
@@ -94,6 +107,10 @@ def test_analyze_writes_json_overlays_mask_pngs_and_resumes(checkpoint, tmp_path
     assert len(first) == 3
     assert len({r["run_key"] for r in first}) == 1 and len({r["input_key"] for r in first}) == 3
     assert first[0]["faces"][0]["tasks"]["parsing_celebam"] == parsing  # JSONL holds the same compact record
+    # Numbers are what they were rounded to (at most 6 decimals), not float32 noise (-0.06594900041818619).
+    numbers = list(floats_in(first + [record]))
+    assert len(numbers) > 500 and all(float(f"{value:.6f}") == value for value in numbers)
+    assert re.search(r"\d\.\d{7,}", (out / "results.jsonl").read_text()) is None
 
     # Done inputs are skipped; the failed one is tried again.
     code, stdout, stderr = analyze(capsys, *command)

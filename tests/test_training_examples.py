@@ -2,6 +2,7 @@
 augmentations and flips), label permutations from the registry, determinism, the augmentation helpers, and an
 error naming task and column for every kind of bad label."""
 
+import dataclasses
 import io
 import pickle
 
@@ -90,6 +91,28 @@ def test_evaluation_crops_use_the_processor_statistics_of_their_input_group():
                                (torch.from_numpy(dense).permute(2, 0, 1) / 255.0 - mean) / std, atol=1e-4, rtol=0)
 
 
+def test_already_cropped_images_take_the_official_training_and_test_resize():
+    # A non-square pre-aligned crop (CelebA's 178 x 218 shape, scaled down): attribute/age/expression training =
+    # timm's centre square + PIL bicubic, evaluation = torchvision Resize([112, 112]) (PIL bilinear, squashed).
+    image = picture(height=109, width=89, seed=4)
+    plain = aug.Augmentation112(flip_probability=0.0, rand_augment_ops=0, erasing_probability=0.0)
+    row = {"image": image, "age": 30.0}
+    expected = {
+        True: image.crop((0, 10, 89, 99)).resize((112, 112), PIL.Image.BICUBIC),
+        False: image.resize((112, 112), PIL.Image.BILINEAR),
+    }
+    for train, reference in expected.items():
+        builder = TaskExampleBuilder(TASKS["age"], train=train, augmentation=plain if train else None)
+        pixels = builder(row, np.random.default_rng(0))["pixel_values"] * 0.5 + 0.5
+        torch.testing.assert_close(pixels, torch.from_numpy(np.asarray(reference).copy()).permute(2, 0, 1) / 255.0,
+                                   atol=1e-6, rtol=0)
+    # Recognition trains through torchvision Resize([112, 112]) (then a flip), as it tests.
+    builder = TaskExampleBuilder(TASKS["identity"], train=True, augmentation=plain)
+    pixels = builder({"image": image, "identity": 3}, np.random.default_rng(0))["pixel_values"] * 0.5 + 0.5
+    torch.testing.assert_close(pixels, torch.from_numpy(np.asarray(expected[False]).copy()).permute(2, 0, 1) / 255.0,
+                               atol=1e-6, rtol=0)
+
+
 # ---- geometry shared by image and labels ------------------------------------------------------------------------
 def test_landmarks_follow_the_official_box_crop_and_zoom():
     row = {"image": picture(96, 96), "face_box": [10.0, 20.0, 74.0, 84.0],
@@ -158,12 +181,13 @@ def test_masks_are_warped_with_the_image_and_flips_swap_left_right_classes(flip,
 
 def test_value_targets_and_the_image_flip_as_the_registry_says():
     settings = aug.Augmentation112(flip_probability=1.0, rand_augment_ops=0, erasing_probability=0.0)
+    unflipped = dataclasses.replace(settings, flip_probability=0.0)
     for column in ("attributes", "label", "expression"):
         task = TASKS[column]
         row = row_for(column)
         permutation = get_task_type(task).flip_permutation(task)
         flipped = TaskExampleBuilder(task, train=True, augmentation=settings)(row, np.random.default_rng(0))
-        plain = TaskExampleBuilder(task, train=False)(row, np.random.default_rng(0))
+        plain = TaskExampleBuilder(task, train=True, augmentation=unflipped)(row, np.random.default_rng(0))
         if column == "attributes":
             assert flipped["target"].tolist() == [row[column][i] for i in permutation]
         else:

@@ -30,6 +30,7 @@ from typing import Callable, Iterator
 import PIL.Image
 
 from .errors import BadSampleReport, DatasetFormatError
+from .exif import raw_pixel_frame
 
 IMAGE_COLUMNS = ("image", "mask", "image_a", "image_b")
 
@@ -49,6 +50,10 @@ class NativeDataset:
         options: names of converter-specific keyword options ``rows`` accepts (e.g. ``detect_keypoints``).
         shards: optional ``(data_dir, split, **options) -> list`` of picklable work items; when given, ``rows`` is
             called once per item with ``shard=item`` and ``num_proc`` processes share the items.
+        exif_orientation: whether the release's annotations and official loader see the images with their EXIF
+            orientation applied (OpenCV ``imread`` does; ``PIL.Image.open`` does not). False: ``load_native``
+            stores every image whose tag would turn it in its raw pixel frame (``exif.raw_pixel_frame``), so
+            readers, which apply the tag, see the raw pixels the annotations refer to.
     """
 
     name: str
@@ -60,6 +65,7 @@ class NativeDataset:
     protocol: str = ""
     options: tuple[str, ...] = field(default_factory=tuple)
     shards: Callable[..., list] | None = None
+    exif_orientation: bool = True
 
 
 NATIVE_DATASETS: dict[str, NativeDataset] = {}
@@ -115,6 +121,9 @@ def _generate_rows(name: str, data_dir: str, split: str, skip_bad: bool, verify_
     del run_id  # only part of the cache fingerprint: each load re-reads the release
     spec = get_native_dataset(name)
     for item in _converter_rows(spec, data_dir, split, options, shards):
+        if not isinstance(item, Exception) and not spec.exif_orientation:
+            item = {**item, **{column: raw_pixel_frame(item[column]) for column in IMAGE_COLUMNS
+                               if isinstance(item.get(column), (str, dict))}}
         if not isinstance(item, Exception) and verify_images:
             try:
                 _check_image(item)
@@ -156,7 +165,8 @@ def load_native(name: str, data_dir: str, split: str = "train", *, skip_bad: boo
         raise ValueError(f"{spec.name}: unknown split {split!r}; splits: {', '.join(spec.splits)}")
     unknown = sorted(set(options) - set(spec.options))
     if unknown:
-        raise ValueError(f"{spec.name}: unknown option(s) {unknown}; this converter takes {list(spec.options) or 'none'}")
+        raise ValueError(f"{spec.name}: unknown option(s) {unknown}; this converter takes "
+                         f"{list(spec.options) or 'none'}")
     if not os.path.isdir(data_dir):
         raise FileNotFoundError(f"{spec.name}: data folder {data_dir!r} does not exist; expected: {spec.layout}")
     with tempfile.TemporaryDirectory() as scratch:

@@ -4,9 +4,11 @@
     example = builder(row, numpy.random.default_rng(seed))      # {"pixel_values": (3, S, S), "target": ...}
     batch = collate_examples([example, ...])                     # stacked tensors
 
-The crop follows the one row -> crop rule (``data.geometry.row_matrix``); training augmentations
-(``training.augmentation``) compose with that matrix, so masks and landmarks go through exactly the image's
-geometry, and a horizontal flip also reorders the labels by the task type's ``flip_permutation``. The target is
+The crop follows the one row -> crop rule (``data.geometry.row_matrix``; with ``train`` an already-cropped image
+takes the official training resize, timm's centre square + bicubic at 112 px except for recognition, else the
+evaluation one); training
+augmentations (``training.augmentation``) compose with that matrix, so masks and landmarks go through exactly the
+image's geometry, and a horizontal flip also reorders the labels by the task type's ``flip_permutation``. The target is
 read from the task type's ``label_column``; how each column becomes a tensor is the table ``TARGET_OF_COLUMN``
 (``register_target_column`` adds a column for a new task type). Every label is checked against the task (counts,
 class ranges, mask ids), and a bad one raises ``TrainingExampleError`` naming the task, the column and the row.
@@ -271,6 +273,9 @@ def register_target_column(column: str, reader: Callable[[object, TargetContext]
 # ---------------------------------------------------------------------------------------------------------------
 # The builder
 # ---------------------------------------------------------------------------------------------------------------
+# Target columns whose official training transform resizes an already-cropped image as the test transform does
+# (recognition: torchvision Resize, PIL bilinear); the others train through timm's (centre square, bicubic).
+TEST_RESIZE_IN_TRAINING = {"identity"}
 # Which processor statistics normalise each input group.
 NORMALISATION_OF_INPUT = {
     "pixel_values": ("image_mean", "image_std"),
@@ -319,6 +324,7 @@ class TaskExampleBuilder:
         self.flip_permutation = check_augmentation(task, self.augmentation) if self.augmentation else None
         self.zoom, self.dense_face_scale, self.num_identities = zoom, dense_face_scale, num_identities
         self.warp_factor = warp_factor
+        self.training_resize = train and self.column not in TEST_RESIZE_IN_TRAINING
 
     def _fail(self, column: str, index, message: str) -> TrainingExampleError:
         row = f", row {index}" if index is not None else ""
@@ -343,7 +349,8 @@ class TaskExampleBuilder:
             raise self._fail(IMAGE, index, str(error)) from error
         image_size = tuple(image.shape[-2:])
         try:
-            matrix = row_matrix(row, self.task.model_input, image_size, self.zoom, self.dense_face_scale)
+            matrix = row_matrix(row, self.task.model_input, image_size, self.zoom, self.dense_face_scale,
+                                training=self.training_resize)
         except (ValueError, RuntimeError) as error:
             column = FACE_KEYPOINTS if row.get(FACE_KEYPOINTS) is not None else FACE_BOX
             raise self._fail(column, index, str(error)) from error
@@ -367,7 +374,8 @@ class TaskExampleBuilder:
         if self.warp_factor:
             crop = tanh_warp_image(image, matrix, self.crop_size, self.warp_factor)
         else:
-            crop = warp_image(image, matrix, self.crop_size, whole_image=is_whole_image(row))
+            crop = warp_image(image, matrix, self.crop_size, whole_image=is_whole_image(row),
+                              training=self.training_resize)
         if settings is not None:
             crop = (dense_photometric(crop, settings, generator) if isinstance(settings, Augmentation512)
                     else rand_augment(crop, settings, generator))
@@ -397,6 +405,7 @@ def collate_examples(examples: list[dict]) -> dict:
 __all__ = [
     "NORMALISATION_OF_INPUT",
     "TARGET_OF_COLUMN",
+    "TEST_RESIZE_IN_TRAINING",
     "TargetContext",
     "TaskExampleBuilder",
     "TrainingExampleError",

@@ -177,4 +177,6 @@ register_native_dataset(NativeDataset(
               "centres of 36-41/42-47, nose 30, mouth 48/54) for the ArcFace 112 alignment data.md recommends (its "
               "112-px alignment is a gap), face_box = the annotated face rectangle. Faceptor's data/ copies: used "
               "as they are. Extra columns: image_name, native_code, valence, arousal, landmarks68 (native only)."),
+    # The CSV's landmarks and face rectangles refer to the raw pixels; the official loader opens with PIL.
+    exif_orientation=False,
 ))

@@ -161,4 +161,6 @@ register_native_dataset(NativeDataset(
               "FERPlus order remapped to the task's (0->0, 1->1, 2->3, 3->2, 4->6, 5->5, 6->4). Images: the 48x48 "
               "grayscale pixels as PNG bytes, used as they are (no box, no points). Extra columns: image_name, "
               "usage, ferplus_label, votes (10, FERPlus order)."),
+    # The official loader opens with PIL, without the EXIF orientation (the PNGs written here carry none).
+    exif_orientation=False,
 ))

@@ -95,4 +95,6 @@ register_native_dataset(NativeDataset(
               "2->4 fear, 3->5 disgust, 4->1 happy, 5->2 sad, 6->6 anger, 7->0 neutral. Images: the release's "
               "100x100 aligned crops used as they are (the 112-px alignment is a data.md gap; no box, no points). "
               "Extra columns: image_name, native_code."),
+    # The official loader opens the crops with PIL, without the EXIF orientation.
+    exif_orientation=False,
 ))

@@ -33,6 +33,7 @@ from typing import Iterator
 
 from ...configuration_faceptor import make_task
 from ..errors import DatasetFormatError
+from ..exif import raw_pixel_frame
 from ..registry import NativeDataset, register_native_dataset
 from ..schema import task_features
 
@@ -95,11 +96,13 @@ def generated_samples(image_root: str, split: str, seed: int) -> Iterator[tuple 
 
 
 def detected_keypoints(detector, image_path: str, where: tuple) -> list | DatasetFormatError:
-    """The 5 points (left eye, right eye, nose, left/right mouth corner) of the most confident detected face."""
+    """The 5 points (left eye, right eye, nose, left/right mouth corner) of the most confident detected face, in
+    the raw pixel frame the rows are stored in (``exif.raw_pixel_frame``)."""
     from ...image_loading import ImageLoadError, load_image
 
+    stored = raw_pixel_frame(image_path)
     try:
-        image = load_image(image_path)
+        image = load_image(stored if isinstance(stored, str) else stored["bytes"])
     except ImageLoadError as error:
         return DatasetFormatError(str(error), *where)
     faces = detector([image])[0]
@@ -173,4 +176,6 @@ register_native_dataset(NativeDataset(
               "copy); detect_keypoints=True adds RetinaFace's 5 points of the most confident face for ArcFace "
               "alignment of the raw mugshots."),
     options=("detect_keypoints", "split_seed"),
+    # The official loader opens the photos with PIL, without the EXIF orientation.
+    exif_orientation=False,
 ))

@@ -172,4 +172,6 @@ register_native_dataset(NativeDataset(
               "images in neither are left out and counted (logged). age = the true age from the file-name prefix, "
               "not CORAL's age - 21 column (data.md gap). The aligned 200x200 chips are the crops: no face_box or "
               "keypoints, no detection needed."),
+    # The official loader opens the chips with PIL, without the EXIF orientation.
+    exif_orientation=False,
 ))

@@ -184,4 +184,6 @@ register_native_dataset(NativeDataset(
               "align_with_landmarks=False keeps the images as they are (no points). Extra columns: image_name, "
               "partition."),
     options=("align_with_landmarks",),
+    # The official loader opens the images with PIL, without the EXIF orientation; the landmarks refer to them.
+    exif_orientation=False,
 ))

@@ -15,8 +15,10 @@ Masks: the 18 part masks are painted into one class-index map in ``CELEBAMASK_HQ
 overwriting earlier ones at overlaps (that order decides the labels there); absent part files are parts the face
 does not show. The map is built at the annotation size (512) and enlarged by pixel replication to the image's own
 size (1024), so ``mask`` and ``image`` have the same size as the schema requires. The reader's resize of such a row
-to 512 (no ``face_box``/``face_keypoints``: the whole image is the crop) averages 2 x 2 pixel blocks, which is the
-OpenCV INTER_LINEAR resize of the official pipeline, and samples the mask back to the 512 map exactly.
+to 512 (no ``face_box``/``face_keypoints``: the whole image is the crop; ``data.geometry.resize_whole_image``) is
+the official pipeline's OpenCV INTER_LINEAR resize, bilinear without antialiasing, which at exactly 2x averages
+2 x 2 pixel blocks (equal to OpenCV to uint8 rounding; PIL's resize would filter wider), and samples the mask back
+to the 512 map exactly.
 
 Rows: ``image`` (the release's JPEG path), ``mask`` (PNG bytes, mode "L"), ``face_box``/``face_keypoints`` None,
 plus ``hq_id`` and ``orig_file`` (the CelebA file the HQ image was made from).
