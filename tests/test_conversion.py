@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from transformers import AutoImageProcessor, AutoModel
 
 from faceptor_hf import FaceptorImageProcessor, FaceptorModel
+from faceptor_hf.configuration_faceptor import official_loss_weights
 from faceptor_hf.convert_faceptor_original_to_hf import (
     CONVERSION_RULES,
     ConversionError,
@@ -205,3 +206,12 @@ def test_error_incomplete_or_altered_checkpoint(tmp_path):
     with pytest.raises(ConversionError, match="value_head.fc.weight has shape"):
         convert_checkpoint(_write(tmp_path / "shape.pth", {"state_dict": state}), None,
                            {"num_attention_heads": 2, "decoder_num_attention_heads": 2})
+
+
+def test_converted_checkpoints_carry_their_recipes_loss_weights():
+    model, _ = convert_golden("faceptor_stage1")
+    weights = {task.name: task.loss_weight for task in model.config.tasks}
+    assert weights == official_loss_weights(model.config.task_names)
+    naive, _ = convert_golden("naive")
+    assert {t.name: t.loss_weight for t in naive.config.tasks} == official_loss_weights(naive.config.task_names,
+                                                                                         recipe="naive")

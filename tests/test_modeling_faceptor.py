@@ -338,3 +338,40 @@ def test_pipeline_entry_is_only_in_the_save_that_asked_for_it(tmp_path):
     assert "custom_pipelines" in json.loads((tmp_path / "release" / "config.json").read_text())
     assert (tmp_path / "release" / "pipeline_face_analysis.py").exists()
     assert "custom_pipelines" not in json.loads((tmp_path / "local" / "config.json").read_text())
+
+
+def test_drop_path_modes_drop_samples_or_token_positions():
+    from faceptor_hf.modeling_faceptor import FaceptorDropPath
+
+    branch = torch.ones(64, 50, 4)
+    for mode in ("sample", "token"):
+        layer = FaceptorDropPath(0.5, mode).train()
+        torch.manual_seed(0)
+        out = layer(branch)
+        kept = out[..., 0] != 0
+        assert set(out.unique().tolist()) <= {0.0, 2.0}  # kept entries scaled by 1 / (1 - rate)
+        if mode == "sample":  # a whole sample in or out
+            assert (kept == kept[:, :1]).all() and 0 < kept[:, 0].sum() < 64
+        else:  # a token position in or out for the whole batch, as the official sequence-first blocks drop
+            assert (kept == kept[:1, :]).all() and 0 < kept[0].sum() < 50
+        assert torch.equal(layer.eval()(branch), branch)
+    config = tiny_config(drop_path_mode="token")
+    assert {layer.drop_path.mode for layer in build(config).encoder.layers} == {"token"}
+    assert FaceptorConfig(**config.to_dict()).drop_path_mode == "token"
+    with pytest.raises(ValueError, match="drop_path_mode must be one of"):
+        tiny_config(drop_path_mode="batch")
+
+
+def test_presets_and_converted_tasks_carry_the_official_loss_weights():
+    from faceptor_hf.configuration_faceptor import official_loss_weights
+
+    base = FaceptorConfig.faceptor_base()
+    assert {t.name: t.loss_weight for t in base.tasks} == official_loss_weights(base.task_names, recipe="base")
+    assert base.get_task("align_300w").loss_weight == 1000.0
+    assert sum(t.loss_weight for t in FaceptorConfig.faceptor_full().tasks) == pytest.approx(1222)
+    assert {t.loss_weight for t in FaceptorConfig.naive_faceptor().tasks} == {1.0, 0.8, 0.2}
+    reloaded = FaceptorConfig(**base.to_dict())  # config.json keeps them; older files without it weigh 1
+    assert reloaded.get_task("parsing_celebam").loss_weight == 100.0
+    assert tiny_config().get_task("age_tiny").loss_weight == 1.0
+    with pytest.raises(ValueError, match="loss_weight must be positive"):
+        tiny_config(tasks=[{"name": "age_x", "type": "age", "num_queries": 3, "loss_weight": 0}])

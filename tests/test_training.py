@@ -70,6 +70,12 @@ def run_config(root, output, max_steps=6, **run):
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("training_data")
     write_datasets(root)
+    rows = 4  # landmarks of the wrong count: only the example builder can tell
+    Dataset.from_dict({"image": [Image().encode_example(np.zeros((32, 32, 3), dtype=np.uint8))] * rows,
+                       "face_box": [None] * rows, "face_keypoints": [None] * rows,
+                       "landmarks": [[[1.0, 2.0]] * 3] * rows},
+                      features=Features({**_geometry(0), "landmarks": Array2D((3, 2), "float32")})
+                      ).save_to_disk(root / "three_points")
     return root
 
 
@@ -330,3 +336,84 @@ def test_task_datasets_open_from_every_prepared_layout(tmp_path):
     assert len(open_dataset("t", str(tmp_path / "prepared" / "train" / "*.parquet"), "train")) == 3
     with pytest.raises(TaskDataError, match=r"has no split 'valid'; splits: test, train"):
         open_dataset("t", str(tmp_path / "prepared"), "valid")
+
+
+def test_loss_weights_come_from_the_model_tasks_and_the_run_overrides_them(data, tmp_path):
+    config = run_config(data, tmp_path / "weights", max_steps=2, save_steps=None)
+    config["model"]["config"]["tasks"] = [{"name": "recog_ms1mv3", "embedding_size": 8, "loss_weight": 5.0},
+                                          {"name": "affect_rafdb", "loss_weight": 1.5},
+                                          {"name": "align_tiny", "type": "align", "num_queries": 4}]
+    trainer = train(config)  # align_tiny: loss_weight 10 in the run
+    assert trainer.weights == {"recog_ms1mv3": 5.0, "affect_rafdb": 1.5, "align_tiny": 10.0}
+    saved = AutoModel.from_pretrained(tmp_path / "weights").config
+    assert {t.name: t.loss_weight for t in saved.tasks} == trainer.weights  # what it was trained with
+    again = run_config(data, tmp_path / "again", max_steps=2, save_steps=None)
+    again["model"] = {"pretrained": str(tmp_path / "weights")}
+    del again["tasks"]["align_tiny"]["loss_weight"]
+    again["tasks"]["affect_rafdb"]["loss_weight"] = 3.0
+    assert FaceptorTrainer(parse_config(again)).weights == {"recog_ms1mv3": 5.0, "affect_rafdb": 3.0,
+                                                            "align_tiny": 10.0}
+
+
+def _error_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("error: ")]
+
+
+@pytest.mark.parametrize("change, fragments", [
+    (lambda c, d: c["run"].update(max_step=3), ["unknown key 'max_step'", "config.yaml"]),
+    (lambda c, d: c["tasks"]["affect_rafdb"].update(batch_size="eight"), ["tasks.affect_rafdb.batch_size", "int"]),
+    (lambda c, d: c["tasks"]["affect_rafdb"].update(dataset=str(d / "marks")), ["affect_rafdb", "'expression'"]),
+    (lambda c, d: c["tasks"]["align_tiny"].update(dataset=str(d / "three_points")),
+     ["task 'align_tiny', column 'landmarks', row 0", "3 landmarks for a task with 4 points"]),
+    (lambda c, d: c["tasks"]["align_tiny"].update(num_queries=3, type="align"), ["tasks.align_tiny", "other fields"]),
+    (lambda c, d: c["model"].update(encoder_init=str(d / "nope.pth")), ["model.encoder_init", "nope.pth"]),
+    (lambda c, d: c["tasks"]["affect_rafdb"].update(eval_dataset=str(d / "faces"), eval_protocol="nowhere"),
+     ["tasks.affect_rafdb.eval_protocol", "nowhere"]),
+    (lambda c, d: c["tasks"]["affect_rafdb"].update(eval_dataset=str(d / "marks"), eval_protocol="rafdb"),
+     ["evaluation dataset", "'expression'"]),
+    (lambda c, d: c["tasks"]["affect_rafdb"].update(eval_dataset=str(d / "ids")), ["evaluation dataset", "lacks"]),
+])
+@pytest.mark.parametrize("entry", ["faceptor-hf", "module"])
+def test_every_user_mistake_is_one_error_line(data, tmp_path, capsys, change, fragments, entry):
+    from faceptor_hf.commands import main as cli
+    from faceptor_hf.training.train import main as module_main
+
+    config = run_config(data, tmp_path / "out")
+    change(config, data)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    code = cli(["train", str(path)]) if entry == "faceptor-hf" else module_main([str(path)])
+    captured = capsys.readouterr()
+    lines = _error_lines(captured.err)
+    assert code == 2 and len(lines) == 1 and "Traceback" not in captured.err, captured.err[-2000:]
+    assert all(fragment in lines[0] for fragment in fragments), lines[0]
+    assert not (tmp_path / "out").exists()  # nothing started
+
+
+def test_command_line_overrides_meet_the_yaml_checks(data, tmp_path, capsys):
+    from faceptor_hf.commands import main as cli
+
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(run_config(data, tmp_path / "out"), sort_keys=False))
+    assert cli(["train", str(path), "--max-steps", "0"]) == 2
+    assert _error_lines(capsys.readouterr().err) == [f"error: {path}: run.max_steps must be at least 1"]
+    assert cli(["train", str(path), "--max-steps", "3", "--output-dir", str(tmp_path / "over"), "--dry-run"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["steps"] == 3 and plan["output_dir"] == str(tmp_path / "over") and not (tmp_path / "over").exists()
+
+
+@pytest.mark.slow
+def test_an_evaluation_mistake_stops_every_process_at_start(data, tmp_path):
+    config = run_config(data, tmp_path / "ddp_bad", max_steps=4, save_steps=None, eval_steps=2)
+    config["tasks"]["affect_rafdb"].update(eval_dataset=str(data / "marks"), eval_protocol="rafdb")
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    env = dict(os.environ, ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1")
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+               str(_free_port()), "-m", "faceptor_hf.training.train", str(path)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode != 0
+    lines = _error_lines(result.stderr)
+    assert len(lines) == 1 and "evaluation dataset" in lines[0], result.stderr[-3000:]
+    assert not (tmp_path / "ddp_bad" / "checkpoint-2").exists()
