@@ -637,9 +637,11 @@ class FaceptorModel(FaceptorPreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
-        model = super().from_pretrained(*args, **kwargs)
+        result = super().from_pretrained(*args, **kwargs)
+        # with output_loading_info=True transformers returns (model, loading_info)
+        model = result[0] if isinstance(result, tuple) else result
         model.is_untrained = model._untrained_in_saved_config
-        return model
+        return result
 
     # -- input checks ---------------------------------------------------------------------------------------------
     def _check_pixels(self, name: str, pixels: torch.Tensor):
