@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
+from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput
@@ -51,6 +52,14 @@ class FaceptorOutput(ModelOutput):
     hidden_states: tuple[torch.Tensor, ...] | None = None
     dense_hidden_states: tuple[torch.Tensor, ...] | None = None
     untrained: bool | None = None
+
+
+def init_scheme(scheme: str, *modules: nn.Module) -> None:
+    """Tag the modules that own parameters with the initialisation ``FaceptorPreTrainedModel._init_weights`` gives
+    them. transformers initialises module by module (the ones whose own parameters are missing), so the role of a
+    layer must be readable on the layer itself, not only on the block that contains it."""
+    for module in modules:
+        module.init_scheme = scheme
 
 
 def eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
@@ -142,6 +151,7 @@ class FaceptorEncoderEmbeddings(nn.Module):
         self.config = config
         self.patch_embedding = nn.Conv2d(config.num_channels, config.hidden_size, config.patch_size,
                                          stride=config.patch_size, bias=False)
+        init_scheme("truncated_normal", self.patch_embedding)
         self.class_embedding = nn.Parameter(torch.zeros(config.hidden_size))
         self.position_embedding = nn.Parameter(torch.zeros(1 + config.position_grid_size**2, config.hidden_size))
 
@@ -189,6 +199,7 @@ class FaceptorEncoderLayer(GradientCheckpointingLayer):
         self.layer_norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.mlp = FaceptorEncoderMLP(config)
         self.drop_path = FaceptorDropPath(drop_path_rate, getattr(config, "drop_path_mode", "sample"))
+        init_scheme("truncated_normal", self.self_attn.qkv_proj, self.self_attn.out_proj, self.mlp.fc1, self.mlp.fc2)
 
     def forward(self, hidden_states):
         """(B, L, D) -> (B, L, D)."""
@@ -271,6 +282,9 @@ class FaceptorDecoderLayer(GradientCheckpointingLayer):
         self.fc1 = nn.Linear(hidden, config.decoder_ffn_dim)
         self.fc2 = nn.Linear(config.decoder_ffn_dim, hidden)
         self.final_layer_norm = nn.LayerNorm(hidden, eps=eps)
+        for attention in (self.cross_attn, self.self_attn):
+            init_scheme("fan_in_zero_bias", attention.q_proj, attention.k_proj, attention.v_proj, attention.out_proj)
+        init_scheme("fan_in", self.fc1, self.fc2)
 
     def forward(self, queries, query_position, memory, memory_keys, self_attention_mask=None):
         """queries (B, Q, H); query_position (1, Q, H); memory (B, M, H) values; memory_keys (B, M, H) = memory + pos;
@@ -304,6 +318,9 @@ class FaceptorQueryDecoder(nn.Module):
             self.layer_attention_embeddings = nn.Parameter(torch.zeros(len(config.layer_attention_levels), hidden))
         self.position_mlp = FaceptorPositionMLP(hidden)
         self.layers = nn.ModuleList(FaceptorDecoderLayer(config) for _ in range(config.decoder_num_layers))
+        init_scheme("standard_normal", self.query_content)
+        init_scheme("unit_uniform", self.query_position)
+        init_scheme("c2_xavier", *self.level_projections, *getattr(self, "layer_attention_projections", ()))
 
     @property
     def levels(self) -> list[int]:
@@ -552,40 +569,57 @@ class FaceptorPreTrainedModel(PreTrainedModel):
         return result
 
     @torch.no_grad()
-    def _init_weights(self, module):
-        """Mirrors the official initialisation (FaRL encoder, fan-in decoder) so training from scratch behaves."""
-        from transformers import initialization as init
+    def _init_weights(self, module: nn.Module):
+        """Initialise the parameters a module owns directly (transformers calls this for every module whose own
+        parameters are not loaded: fresh models, missing keys, new tasks), so each layer is set by its type and by
+        the ``init_scheme`` its block tagged it with at construction.
 
-        std = self.config.initializer_range
-        if isinstance(module, FaceptorEncoderEmbeddings):
+        Official (lxq1000/Faceptor, its FaRL/CLIP encoder and "fan_in" decoder):
+            * class and position embeddings: N(0, D^-0.5) (CLIP's ``scale * randn``);
+            * decoder attention projections (``fan_in_zero_bias``): weight N(0, 1/fan_in), bias 0;
+            * decoder FFN (``fan_in``): weight N(0, 1/fan_in), bias PyTorch's Linear default;
+            * ``query_content`` (``query_feat``), level and Layer-Attention embeddings: N(0, 1);
+            * ``query_position`` (``query_embed``): U(0, 1);
+            * level / Layer-Attention input projections (``c2_xavier``): kaiming_uniform(a=1), bias 0;
+            * position MLP (``adapt_pos2d``): PyTorch's Linear default.
+        This package's choice (the official encoder always starts from FaRL weights):
+            * encoder linears and the patch convolution (``truncated_normal``): truncated N(0, initializer_range),
+              bias 0;
+            * every other Linear / convolution / transposed convolution (recognition, value, map and Naive heads):
+              PyTorch's default for the layer type;
+            * norms: weight 1, bias 0; BatchNorm running mean 0, running variance 1, batch counter 0.
+        """
+        scheme = getattr(module, "init_scheme", None)
+        if isinstance(module, nn.Linear | nn.Conv2d | nn.ConvTranspose2d):
+            weight, bias = module.weight, module.bias
+            fan_in = weight[0].numel()  # PyTorch's fan_in for Linear, Conv2d and ConvTranspose2d alike
+            if scheme == "truncated_normal":
+                init.trunc_normal_(weight, std=self.config.initializer_range)
+            elif scheme in ("fan_in", "fan_in_zero_bias"):
+                init.normal_(weight, std=fan_in**-0.5)
+            elif scheme == "c2_xavier":
+                init.kaiming_uniform_(weight, a=1)
+            else:
+                init.kaiming_uniform_(weight, a=math.sqrt(5))
+            if bias is not None:
+                if scheme in ("truncated_normal", "fan_in_zero_bias", "c2_xavier"):
+                    init.zeros_(bias)
+                else:
+                    init.uniform_(bias, -(fan_in**-0.5), fan_in**-0.5)
+        elif isinstance(module, nn.ParameterDict):
+            for parameter in module.values():
+                if scheme == "unit_uniform":
+                    init.uniform_(parameter, 0.0, 1.0)
+                else:
+                    init.normal_(parameter)
+        elif isinstance(module, FaceptorEncoderEmbeddings):
             scale = module.class_embedding.shape[0] ** -0.5
             init.normal_(module.class_embedding, std=scale)
             init.normal_(module.position_embedding, std=scale)
-            init.trunc_normal_(module.patch_embedding.weight, std=std)
-        elif isinstance(module, FaceptorEncoderLayer):
-            for linear in (module.self_attn.qkv_proj, module.self_attn.out_proj, module.mlp.fc1, module.mlp.fc2):
-                init.trunc_normal_(linear.weight, std=std)
-                init.zeros_(linear.bias)
-        elif isinstance(module, FaceptorDecoderLayer):
-            for attention in (module.cross_attn, module.self_attn):
-                for linear in (attention.q_proj, attention.k_proj, attention.v_proj, attention.out_proj):
-                    init.normal_(linear.weight, std=linear.weight.shape[1] ** -0.5)
-                    init.zeros_(linear.bias)
-            for linear in (module.fc1, module.fc2):
-                init.normal_(linear.weight, std=linear.weight.shape[1] ** -0.5)
         elif isinstance(module, FaceptorQueryDecoder):
-            for parameter in module.query_content.values():
-                init.normal_(parameter)
-            for parameter in module.query_position.values():
-                init.uniform_(parameter, 0.0, 1.0)
             init.normal_(module.level_embeddings)
-            projections = list(module.level_projections)
             if self.config.layer_attention_levels:
                 init.normal_(module.layer_attention_embeddings)
-                projections += list(module.layer_attention_projections)
-            for linear in projections:
-                init.kaiming_uniform_(linear.weight, a=1)
-                init.zeros_(linear.bias)
         elif isinstance(module, nn.LayerNorm | FaceptorChannelLayerNorm):
             init.ones_(module.weight)
             init.zeros_(module.bias)
@@ -594,6 +628,7 @@ class FaceptorPreTrainedModel(PreTrainedModel):
             init.zeros_(module.bias)
             init.zeros_(module.running_mean)
             init.ones_(module.running_var)
+            init.zeros_(module.num_batches_tracked)
 
 
 class FaceptorModel(FaceptorPreTrainedModel):

@@ -6,10 +6,16 @@ single-task models; where one of their expectations does not fit a multi-task vi
 covers the same ground says why.
 """
 
-import torch
+import math
+import re
 
-from conftest import tiny_config
-from faceptor_hf import FaceptorModel
+import pytest
+import torch
+from torch import nn
+
+from conftest import TINY_TASKS, tiny_config, tiny_inputs
+from faceptor_hf import FaceptorConfig, FaceptorModel
+from faceptor_hf.modeling_faceptor import FaceptorChannelLayerNorm
 
 torch.set_num_threads(2)
 
@@ -17,6 +23,150 @@ torch.set_num_threads(2)
 def build(config, seed=0):
     torch.manual_seed(seed)
     return FaceptorModel(config).eval()
+
+
+# ---- initialisation -----------------------------------------------------------------------------------------------
+# (parameter-name pattern, expected distribution) in the order of FaceptorPreTrainedModel._init_weights' docstring;
+# ("normal", std), ("uniform", low, high), ("zeros",). A std given as None is fan_in ** -0.5 of the tensor.
+DOCUMENTED_INIT = [
+    (r"encoder\.embeddings\.(class|position)_embedding", ("normal", "width")),
+    (r"decoder\.layers\.\d+\.(cross|self)_attn\.[qkvout]+_proj\.weight", ("normal", None)),
+    (r"decoder\.layers\.\d+\.(cross|self)_attn\.[qkvout]+_proj\.bias", ("zeros",)),
+    (r"decoder\.layers\.\d+\.fc[12]\.weight", ("normal", None)),
+    (r"decoder\.query_content\.\w+", ("normal", 1.0)),
+    (r"decoder\.(level|layer_attention)_embeddings", ("normal", 1.0)),
+    (r"decoder\.query_position\.\w+", ("uniform", 0.0, 1.0)),
+    (r"decoder\.(level|layer_attention)_projections\.\d+\.weight", ("uniform", "c2_xavier")),
+    (r"decoder\.(level|layer_attention)_projections\.\d+\.bias", ("zeros",)),
+    (r"encoder\.embeddings\.patch_embedding\.weight", ("normal", "initializer_range")),
+    (r"encoder\.layers\.\d+\.(self_attn\.(qkv|out)_proj|mlp\.fc[12])\.weight", ("normal", "initializer_range")),
+    (r"encoder\.layers\.\d+\.(self_attn\.(qkv|out)_proj|mlp\.fc[12])\.bias", ("zeros",)),
+]
+
+
+def fan_in(weight):
+    return weight.shape[1] * (weight[0][0].numel() if weight.ndim > 2 else 1)
+
+
+def assert_documented_init(model: FaceptorModel):
+    """Every parameter and buffer finite and drawn as FaceptorPreTrainedModel._init_weights documents: normal draws
+    are pooled per rule (standardised), so their std is checked on thousands of values even in a tiny model."""
+    config = model.config
+    state = dict(model.named_parameters()) | dict(model.named_buffers())
+    for name, tensor in state.items():
+        assert torch.isfinite(tensor.float()).all(), name
+    pooled, checked = {}, set()
+    for name, tensor in model.named_parameters():
+        rule = next((r for pattern, r in DOCUMENTED_INIT if re.fullmatch(pattern, name)), None)
+        if rule is None:
+            continue
+        checked.add(name)
+        values = tensor.detach().double().flatten()
+        if rule[0] == "zeros":
+            assert values.abs().max() == 0, name
+        elif rule[0] == "uniform":
+            bound = math.sqrt(3 / fan_in(tensor))  # kaiming_uniform(a=1)
+            low, high = (-bound, bound) if rule[1] == "c2_xavier" else rule[1:]
+            assert values.min() >= low and values.max() <= high, name
+            assert values.max() - values.min() > 0.5 * (high - low), name  # spread, not a constant
+        else:
+            std = {"width": config.hidden_size ** -0.5, "initializer_range": config.initializer_range}.get(
+                rule[1], rule[1]) or fan_in(tensor) ** -0.5
+            pooled.setdefault(rule, []).append(values / std)
+    for rule, parts in pooled.items():
+        standardised = torch.cat(parts)
+        assert standardised.numel() >= 256, rule
+        assert abs(standardised.mean()) < 0.15 and 0.85 < standardised.std() < 1.15, (rule, standardised.std())
+    # everything else by layer type: norms 1/0 (BatchNorm statistics 0/1/0), other layers PyTorch's default
+    for module_name, module in model.named_modules():
+        prefix = f"{module_name}." if module_name else ""
+        own = {f"{prefix}{n}": p for n, p in module.named_parameters(recurse=False)}
+        if isinstance(module, nn.LayerNorm | FaceptorChannelLayerNorm | nn.modules.batchnorm._BatchNorm):
+            assert (module.weight == 1).all() and (module.bias == 0).all(), module_name
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                assert (module.running_mean == 0).all() and (module.running_var == 1).all(), module_name
+                assert module.num_batches_tracked.item() == 0, module_name
+            checked.update(own)
+        elif isinstance(module, nn.Linear | nn.Conv2d | nn.ConvTranspose2d):
+            bound = fan_in(module.weight) ** -0.5  # kaiming_uniform(a=sqrt(5)) and the bias share this bound
+            for name, parameter in own.items():
+                if name in checked:
+                    continue
+                largest = parameter.detach().abs().max()
+                assert largest <= bound + 1e-7 and (largest > 0.3 * bound or parameter.numel() < 8), name
+                checked.add(name)
+    assert checked == set(dict(model.named_parameters())), set(dict(model.named_parameters())) - checked
+
+
+VARIANTS = {"faceptor": {}, "layer_attention": {"layer_attention": True}, "naive": {"head_type": "naive"}}
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_fresh_model_is_initialised_as_documented(variant):
+    assert_documented_init(build(tiny_config(**VARIANTS[variant])))
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_missing_keys_are_initialised_as_documented(variant):
+    """transformers 5 builds the model on the meta device and initialises only modules whose own weights are missing;
+    a rule on a container block would never run (uninitialised memory: NaN, +-1e38)."""
+    torch.manual_seed(0)
+    model = FaceptorModel.from_pretrained(None, config=tiny_config(**VARIANTS[variant]), state_dict={})
+    assert_documented_init(model)
+
+
+def test_partly_missing_weights_keep_the_loaded_ones():
+    model = build(tiny_config(layer_attention=True))
+    state = {k: v for k, v in model.state_dict().items() if ".layers.1." not in k}
+    loaded, info = FaceptorModel.from_pretrained(None, config=tiny_config(layer_attention=True), state_dict=state,
+                                                 output_loading_info=True)
+    assert set(info["missing_keys"]) == set(model.state_dict()) - set(state)
+    for name, value in loaded.state_dict().items():
+        assert torch.equal(value, state[name]) if name in state else torch.isfinite(value.float()).all(), name
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_new_task_from_pretrained_is_initialised_and_trains(tmp_path, variant):
+    """The usual fine-tuning start: a saved model plus a task it never had. The new task's weights are the only
+    missing keys, get the documented init, and one optimizer step on them gives finite outputs."""
+    build(tiny_config(**VARIANTS[variant])).save_pretrained(tmp_path)
+    saved = FaceptorModel.from_pretrained(tmp_path).state_dict()
+    config = tiny_config(**VARIANTS[variant], tasks=TINY_TASKS + ["affect_rafdb"])
+    torch.manual_seed(0)
+    model, info = FaceptorModel.from_pretrained(tmp_path, config=config, output_loading_info=True)
+    assert info["missing_keys"] and all("affect_rafdb" in key for key in info["missing_keys"])
+    assert not info["unexpected_keys"] and not info["mismatched_keys"]
+    for name, value in model.state_dict().items():
+        if name in saved:
+            assert torch.equal(value, saved[name]), name
+    assert_documented_init_of_new_task(model, "affect_rafdb")
+
+    x112 = tiny_inputs(batch=3)[0]
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    logits = model(pixel_values=x112, tasks=["affect_rafdb"]).task_logits["affect_rafdb"]
+    loss = nn.functional.cross_entropy(logits, torch.tensor([0, 3, 6]))
+    loss.backward()
+    optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        after = model(pixel_values=x112).task_logits
+    assert after["affect_rafdb"].shape == (3, 7)
+    for name, value in after.items():
+        assert torch.isfinite(value).all(), name
+
+
+def assert_documented_init_of_new_task(model, task):
+    if model.config.head_type == "faceptor":
+        content, position = model.decoder.query_content[task], model.decoder.query_position[task]
+        assert content.shape == position.shape == (7, model.config.decoder_hidden_size)
+        assert 0.5 < content.std() < 1.5 and content.abs().max() < 6
+        assert position.min() >= 0 and position.max() <= 1 and position.std() > 0.15
+    else:
+        classifier = model.naive_value_heads["affect"].classifiers[task]
+        bound = classifier.in_features ** -0.5
+        for parameter in (classifier.weight, classifier.bias):
+            assert torch.isfinite(parameter).all() and 0.3 * bound < parameter.abs().max() <= bound
 
 
 def test_output_loading_info(tmp_path):
