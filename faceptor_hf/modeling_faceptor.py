@@ -678,6 +678,15 @@ class FaceptorModel(FaceptorPreTrainedModel):
         model.is_untrained = model._untrained_in_saved_config
         return result
 
+    def get_input_embeddings(self) -> nn.Module:
+        """The patch embedding convolution (B, 3, H, W) -> (B, D, H/16, W/16), as for ViT: the layer whose output
+        ``enable_input_require_grads`` marks, so adapters on a frozen model get gradients through reentrant
+        gradient checkpointing."""
+        return self.encoder.embeddings.patch_embedding
+
+    def set_input_embeddings(self, value: nn.Module):
+        self.encoder.embeddings.patch_embedding = value
+
     # -- input checks ---------------------------------------------------------------------------------------------
     def _check_pixels(self, name: str, pixels: torch.Tensor):
         if not isinstance(pixels, torch.Tensor):

@@ -179,3 +179,54 @@ def test_output_loading_info(tmp_path):
     assert isinstance(loaded, FaceptorModel) and not loaded.is_untrained
     assert set(info) >= {"missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs"}
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+
+
+# ---- input embeddings and adapters --------------------------------------------------------------------------------
+class LowRankAdapter(nn.Module):
+    """A PEFT-style adapter around a frozen Linear: base(x) + up(down(x)), up starting at zero."""
+
+    def __init__(self, base: nn.Linear, rank: int = 2):
+        super().__init__()
+        self.base = base
+        self.down = nn.Linear(base.in_features, rank, bias=False)
+        self.up = nn.Linear(rank, base.out_features, bias=False)
+        nn.init.zeros_(self.up.weight)
+
+    def forward(self, x):
+        return self.base(x) + self.up(self.down(x))
+
+
+def test_input_embeddings_are_the_patch_embedding():
+    """transformers' common test expects an ``nn.Embedding`` (a token table); a vision model's input embedding is its
+    patch projection, as for ViT."""
+    model = build(tiny_config())
+    assert model.get_input_embeddings() is model.encoder.embeddings.patch_embedding
+    replacement = nn.Conv2d(3, model.config.hidden_size, 16, stride=16, bias=False)
+    model.set_input_embeddings(replacement)
+    assert model.get_input_embeddings() is replacement
+
+
+@pytest.mark.parametrize("enable_input_grads", [True, False])
+def test_adapter_on_frozen_model_gets_gradients_with_reentrant_checkpointing(enable_input_grads):
+    """Reentrant checkpointing passes gradients only to a segment whose inputs require grad; in a frozen model that
+    takes ``enable_input_require_grads``, which hooks ``get_input_embeddings()`` (PEFT and the Trainer call it)."""
+    model = build(tiny_config(drop_path_rate=0.0)).train()
+    model.requires_grad_(False)
+    layer = model.encoder.layers[1]
+    layer.mlp.fc1 = LowRankAdapter(layer.mlp.fc1)
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.25 name
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": True})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
+    if enable_input_grads:
+        model.enable_input_require_grads()
+    adapter = layer.mlp.fc1
+    assert [p for p in model.parameters() if p.requires_grad] == [adapter.down.weight, adapter.up.weight]
+    logits = model(pixel_values=tiny_inputs()[0], tasks=["age_tiny"]).task_logits["age_tiny"]
+    if not enable_input_grads:  # the control: nothing reaches the adapter
+        assert not logits.requires_grad
+        return
+    logits.pow(2).mean().backward()
+    # up starts at zero (the LoRA convention), so only it gets a non-zero gradient on the first step
+    down, up = adapter.down.weight.grad, adapter.up.weight.grad
+    assert down is not None and up is not None and up.abs().sum() > 0
