@@ -6,6 +6,7 @@ single-task models; where one of their expectations does not fit a multi-task vi
 covers the same ground says why.
 """
 
+import logging
 import math
 import re
 
@@ -230,3 +231,93 @@ def test_adapter_on_frozen_model_gets_gradients_with_reentrant_checkpointing(ena
     # up starts at zero (the LoRA convention), so only it gets a non-zero gradient on the first step
     down, up = adapter.down.weight.grad, adapter.up.weight.grad
     assert down is not None and up is not None and up.abs().sum() > 0
+
+
+# ---- attentions ---------------------------------------------------------------------------------------------------
+def with_attention(config, implementation):
+    config._attn_implementation = implementation
+    return config
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_output_attentions_per_input(variant):
+    """One ``attentions`` field per input, mirroring ``hidden_states`` / ``dense_hidden_states``, plus the decoder's
+    cross-attentions; asking for them changes no task output."""
+    config = with_attention(tiny_config(**VARIANTS[variant]), "eager")
+    model = build(config)
+    x112, x512 = tiny_inputs(dense_size=64)
+    with torch.no_grad():
+        plain = model(pixel_values=x112, dense_pixel_values=x512)
+        out = model(pixel_values=x112, dense_pixel_values=x512, output_attentions=True)
+    heads, layers = config.num_attention_heads, config.num_hidden_layers
+    assert plain.attentions is plain.dense_attentions is plain.cross_attentions is None
+    for name in plain.task_logits:
+        assert torch.equal(out.task_logits[name], plain.task_logits[name]), name
+    for field, tokens in (("attentions", 1 + 7 * 7), ("dense_attentions", 1 + 4 * 4)):
+        weights = getattr(out, field)
+        assert len(weights) == layers
+        for layer in weights:
+            assert layer.shape == (2, heads, tokens, tokens)
+            torch.testing.assert_close(layer.sum(-1), torch.ones(2, heads, tokens))
+    if variant == "naive":
+        assert out.cross_attentions is None and out.dense_cross_attentions is None
+        return
+    levels = len(config.decoder_levels) + len(config.layer_attention_levels)
+    decoder_heads = config.decoder_num_attention_heads
+    for field, queries, grid in (("cross_attentions", 6 + 40 + 7, 7 * 7), ("dense_cross_attentions", 3 + 4, 4 * 4)):
+        weights = getattr(out, field)
+        assert len(weights) == config.decoder_num_layers
+        for layer in weights:
+            assert layer.shape == (2, decoder_heads, queries, levels * grid)
+            torch.testing.assert_close(layer.sum(-1), torch.ones(2, decoder_heads, queries))
+
+
+def test_output_attentions_from_config_and_encoder_only():
+    config = with_attention(tiny_config(), "eager")
+    config.output_attentions = True
+    model = build(config)
+    x112 = tiny_inputs()[0]
+    with torch.no_grad():
+        from_config = model(pixel_values=x112)
+        encoder_only = model(pixel_values=x112, tasks=[], output_attentions=True)
+        declined = model(pixel_values=x112, output_attentions=False)
+    assert len(from_config.attentions) == config.num_hidden_layers and from_config.dense_attentions is None
+    assert encoder_only.task_logits == {} and encoder_only.cross_attentions is None
+    torch.testing.assert_close(encoder_only.attentions[-1], from_config.attentions[-1])
+    assert declined.attentions is None
+
+
+def test_output_attentions_under_sdpa_falls_back_to_eager(caplog):
+    """SDPA never forms the weights: such a call runs eager attention, says so once, and gives what eager gives."""
+    reference = build(with_attention(tiny_config(layer_attention=True), "eager"))
+    model = build(with_attention(tiny_config(layer_attention=True), "sdpa"))
+    model.load_state_dict(reference.state_dict())
+    x112, x512 = tiny_inputs(dense_size=64)
+    logging.Logger.warning_once.cache_clear()  # transformers' once-only warnings are cached per process
+    with torch.no_grad(), caplog.at_level(logging.WARNING):
+        expected = reference(pixel_values=x112, dense_pixel_values=x512, output_attentions=True)
+        out = model(pixel_values=x112, dense_pixel_values=x512, output_attentions=True)
+        plain = model(pixel_values=x112, dense_pixel_values=x512)
+    assert model.config._attn_implementation == "sdpa"
+    assert [r.message for r in caplog.records if "falling back to eager" in r.message] != []
+    for field in ("attentions", "dense_attentions", "cross_attentions", "dense_cross_attentions"):
+        for got, want in zip(getattr(out, field), getattr(expected, field), strict=True):
+            torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5, msg=field)
+    for name, value in expected.task_logits.items():
+        torch.testing.assert_close(out.task_logits[name], value, atol=2e-5, rtol=1e-4, msg=name)
+        torch.testing.assert_close(plain.task_logits[name], value, atol=2e-5, rtol=1e-4, msg=name)
+    assert plain.attentions is None
+
+
+def test_attentions_and_hidden_states_carry_gradients():
+    """transformers' common test backpropagates from ``outputs[0].flatten()[0]``; here ``outputs[0]`` is the dict of
+    task outputs (see FaceptorOutput), so this test backpropagates from a task logit instead."""
+    model = build(with_attention(tiny_config(drop_path_rate=0.0), "eager")).train()
+    out = model(pixel_values=tiny_inputs()[0], output_attentions=True, output_hidden_states=True)
+    first_state, first_attention = out.hidden_states[0], out.attentions[0]
+    first_state.retain_grad()
+    first_attention.retain_grad()
+    cross = out.cross_attentions[0]
+    cross.retain_grad()
+    out.task_logits["age_tiny"].flatten()[0].backward()
+    assert first_state.grad is not None and first_attention.grad is not None and cross.grad is not None
