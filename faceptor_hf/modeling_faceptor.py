@@ -15,13 +15,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
+from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, logging
 
 from .configuration_faceptor import FaceptorConfig
 from .task_decoding import heatmap_centroids
 from .task_types import FaceptorTask, get_task_type
+
+logger = logging.get_logger(__name__)
 
 
 @dataclass
@@ -41,6 +44,14 @@ class FaceptorOutput(ModelOutput):
         hidden_states: with ``output_hidden_states``, the encoder states of ``pixel_values``: the embeddings after
             the pre-norm, then the output of every block, each (B, 1 + S*S, D) with the class token first.
         dense_hidden_states: the same for ``dense_pixel_values``.
+        attentions: with ``output_attentions``, the encoder's attention weights over ``pixel_values``, one
+            (B, heads, 1 + S*S, 1 + S*S) per block (softmax over the last axis, class token first).
+        dense_attentions: the same for ``dense_pixel_values``.
+        cross_attentions: with ``output_attentions``, the decoder's cross-attention weights of the pass over
+            ``pixel_values``, one (B, decoder heads, Q, M) per decoder layer: rows are the queries of that input's
+            decoder tasks in ``task_logits`` order (recognition has none), columns the memory tokens, level by level
+            in ``decoder_levels + layer_attention_levels`` order. None without decoder tasks (and for Naive Faceptor).
+        dense_cross_attentions: the same for ``dense_pixel_values``.
         untrained: True when the weights are random (never trained or loaded), so every consumer of the output
             (processor, pipeline, CLI) can flag its results; None otherwise.
     """
@@ -50,7 +61,19 @@ class FaceptorOutput(ModelOutput):
     landmarks: dict[str, torch.Tensor] | None = None
     hidden_states: tuple[torch.Tensor, ...] | None = None
     dense_hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+    dense_attentions: tuple[torch.Tensor, ...] | None = None
+    cross_attentions: tuple[torch.Tensor, ...] | None = None
+    dense_cross_attentions: tuple[torch.Tensor, ...] | None = None
     untrained: bool | None = None
+
+
+def init_scheme(scheme: str, *modules: nn.Module) -> None:
+    """Tag the modules that own parameters with the initialisation ``FaceptorPreTrainedModel._init_weights`` gives
+    them. transformers initialises module by module (the ones whose own parameters are missing), so the role of a
+    layer must be readable on the layer itself, not only on the block that contains it."""
+    for module in modules:
+        module.init_scheme = scheme
 
 
 def eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
@@ -89,18 +112,27 @@ class FaceptorAttention(nn.Module):
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
 
-    def forward(self, query_states, key_states=None, value_states=None, attention_mask=None):
-        """query_states (B, Lq, E); key_states/value_states (B or 1, Lk, E) -> (B, Lq, E)."""
+    def forward(self, query_states, key_states=None, value_states=None, attention_mask=None,
+                output_attentions: bool = False):
+        """query_states (B, Lq, E); key_states/value_states (B or 1, Lk, E) -> ((B, Lq, E), attention weights
+        (B, h, Lq, Lk) with ``output_attentions``, else None)."""
         if self.fused_qkv:
             q, k, v = self.qkv_proj(query_states).chunk(3, dim=-1)
         else:
             q = self.q_proj(query_states)
             k = self.k_proj(key_states)
             v = self.v_proj(value_states)
-        attention = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
-        out, _ = attention(self, self._heads(q), self._heads(k), self._heads(v), attention_mask,
-                           scaling=self.scaling, dropout=0.0)
-        return self.out_proj(out.flatten(2))
+        implementation = self.config._attn_implementation
+        if output_attentions and implementation != "eager":
+            # only the eager path materialises the weights; the other kernels never form them
+            logger.warning_once(f"`output_attentions=True` is not supported by the {implementation!r} attention; "
+                                "falling back to eager attention for these calls. Load the model with "
+                                "attn_implementation=\"eager\" to silence this warning.")
+            implementation = "eager"
+        attention = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
+        out, weights = attention(self, self._heads(q), self._heads(k), self._heads(v), attention_mask,
+                                 scaling=self.scaling, dropout=0.0)
+        return self.out_proj(out.flatten(2)), weights if output_attentions else None
 
 
 class QuickGELU(nn.Module):
@@ -142,6 +174,7 @@ class FaceptorEncoderEmbeddings(nn.Module):
         self.config = config
         self.patch_embedding = nn.Conv2d(config.num_channels, config.hidden_size, config.patch_size,
                                          stride=config.patch_size, bias=False)
+        init_scheme("truncated_normal", self.patch_embedding)
         self.class_embedding = nn.Parameter(torch.zeros(config.hidden_size))
         self.position_embedding = nn.Parameter(torch.zeros(1 + config.position_grid_size**2, config.hidden_size))
 
@@ -189,11 +222,13 @@ class FaceptorEncoderLayer(GradientCheckpointingLayer):
         self.layer_norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.mlp = FaceptorEncoderMLP(config)
         self.drop_path = FaceptorDropPath(drop_path_rate, getattr(config, "drop_path_mode", "sample"))
+        init_scheme("truncated_normal", self.self_attn.qkv_proj, self.self_attn.out_proj, self.mlp.fc1, self.mlp.fc2)
 
-    def forward(self, hidden_states):
-        """(B, L, D) -> (B, L, D)."""
-        hidden_states = hidden_states + self.drop_path(self.self_attn(self.layer_norm1(hidden_states)))
-        return hidden_states + self.drop_path(self.mlp(self.layer_norm2(hidden_states)))
+    def forward(self, hidden_states, output_attentions: bool = False):
+        """(B, L, D) -> ((B, L, D), attention weights (B, heads, L, L) with ``output_attentions``, else None)."""
+        attended, weights = self.self_attn(self.layer_norm1(hidden_states), output_attentions=output_attentions)
+        hidden_states = hidden_states + self.drop_path(attended)
+        return hidden_states + self.drop_path(self.mlp(self.layer_norm2(hidden_states))), weights
 
 
 class FaceptorVisionEncoder(nn.Module):
@@ -207,24 +242,32 @@ class FaceptorVisionEncoder(nn.Module):
         rates = [config.drop_path_rate * index / last for index in range(config.num_hidden_layers)]
         self.layers = nn.ModuleList(FaceptorEncoderLayer(config, rate) for rate in rates)
 
-    def forward(self, pixel_values: torch.Tensor, levels, output_hidden_states: bool = False):
-        """pixel_values (B, 3, H, W) -> ({level: patch tokens (B, Sh*Sw, D)}, (Sh, Sw), hidden states or None).
+    def forward(self, pixel_values: torch.Tensor, levels, output_hidden_states: bool = False,
+                output_attentions: bool = False):
+        """pixel_values (B, 3, H, W) -> ({level: patch tokens (B, Sh*Sw, D)}, (Sh, Sw), hidden states or None,
+        attention weights or None).
 
         Features drop the class token and get no final norm. The encoder stops after the deepest requested level
-        unless ``output_hidden_states`` asks for every block: then the third value is the tuple (embeddings after
-        the pre-norm, block 0, ..., block L-1), each (B, 1 + Sh*Sw, D)."""
+        unless ``output_hidden_states`` or ``output_attentions`` asks for every block: then the third value is the
+        tuple (embeddings after the pre-norm, block 0, ..., block L-1), each (B, 1 + Sh*Sw, D), and the fourth one
+        (B, heads, 1 + Sh*Sw, 1 + Sh*Sw) per block."""
         hidden_states, grid = self.embeddings(pixel_values)
         hidden_states = self.pre_layernorm(hidden_states)
         wanted = set(levels)
-        depth = len(self.layers) if output_hidden_states or not wanted else max(wanted) + 1
+        every_block = output_hidden_states or output_attentions or not wanted
+        depth = len(self.layers) if every_block else max(wanted) + 1
         features, all_states = {}, [hidden_states] if output_hidden_states else None
+        all_attentions = [] if output_attentions else None
         for index, layer in enumerate(self.layers[:depth]):
-            hidden_states = layer(hidden_states)
+            hidden_states, weights = layer(hidden_states, output_attentions=output_attentions)
             if index in wanted:
                 features[index] = hidden_states[:, 1:]
             if all_states is not None:
                 all_states.append(hidden_states)
-        return features, grid, tuple(all_states) if all_states is not None else None
+            if all_attentions is not None:
+                all_attentions.append(weights)
+        return (features, grid, tuple(all_states) if all_states is not None else None,
+                tuple(all_attentions) if all_attentions is not None else None)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -271,16 +314,22 @@ class FaceptorDecoderLayer(GradientCheckpointingLayer):
         self.fc1 = nn.Linear(hidden, config.decoder_ffn_dim)
         self.fc2 = nn.Linear(config.decoder_ffn_dim, hidden)
         self.final_layer_norm = nn.LayerNorm(hidden, eps=eps)
+        for attention in (self.cross_attn, self.self_attn):
+            init_scheme("fan_in_zero_bias", attention.q_proj, attention.k_proj, attention.v_proj, attention.out_proj)
+        init_scheme("fan_in", self.fc1, self.fc2)
 
-    def forward(self, queries, query_position, memory, memory_keys, self_attention_mask=None):
+    def forward(self, queries, query_position, memory, memory_keys, self_attention_mask=None,
+                output_attentions: bool = False):
         """queries (B, Q, H); query_position (1, Q, H); memory (B, M, H) values; memory_keys (B, M, H) = memory + pos;
-        self_attention_mask (1, 1, Q, Q) additive, keeps tasks apart when several share the pass -> (B, Q, H)."""
-        attended = self.cross_attn(queries + query_position, memory_keys, memory)
+        self_attention_mask (1, 1, Q, Q) additive, keeps tasks apart when several share the pass -> ((B, Q, H),
+        cross-attention weights (B, heads, Q, M) with ``output_attentions``, else None)."""
+        attended, cross_weights = self.cross_attn(queries + query_position, memory_keys, memory,
+                                                  output_attentions=output_attentions)
         queries = self.cross_attn_layer_norm(queries + attended)
         positioned = queries + query_position
-        attended = self.self_attn(positioned, positioned, queries, attention_mask=self_attention_mask)
+        attended, _ = self.self_attn(positioned, positioned, queries, attention_mask=self_attention_mask)
         queries = self.self_attn_layer_norm(queries + attended)
-        return self.final_layer_norm(queries + self.fc2(F.relu(self.fc1(queries))))
+        return self.final_layer_norm(queries + self.fc2(F.relu(self.fc1(queries)))), cross_weights
 
 
 class FaceptorQueryDecoder(nn.Module):
@@ -304,6 +353,9 @@ class FaceptorQueryDecoder(nn.Module):
             self.layer_attention_embeddings = nn.Parameter(torch.zeros(len(config.layer_attention_levels), hidden))
         self.position_mlp = FaceptorPositionMLP(hidden)
         self.layers = nn.ModuleList(FaceptorDecoderLayer(config) for _ in range(config.decoder_num_layers))
+        init_scheme("standard_normal", self.query_content)
+        init_scheme("unit_uniform", self.query_position)
+        init_scheme("c2_xavier", *self.level_projections, *getattr(self, "layer_attention_projections", ()))
 
     @property
     def levels(self) -> list[int]:
@@ -336,8 +388,9 @@ class FaceptorQueryDecoder(nn.Module):
         mask = torch.zeros(blocked.shape, dtype=dtype, device=device).masked_fill(blocked, torch.finfo(dtype).min)
         return mask[None, None]
 
-    def forward(self, features: dict[int, torch.Tensor], grid, task_names: list[str]):
-        """features {level: (B, S*S, D)} -> (queries (B, sum Q, H), pixel source (B, S*S, H) = projected first level).
+    def forward(self, features: dict[int, torch.Tensor], grid, task_names: list[str], output_attentions: bool = False):
+        """features {level: (B, S*S, D)} -> (queries (B, sum Q, H), pixel source (B, S*S, H) = projected first level,
+        cross-attention weights (B, heads, sum Q, M) per layer with ``output_attentions``, else None).
 
         All tasks of ``task_names`` run in ONE pass; their queries only meet in self-attention, which the
         block-diagonal mask restricts to each task, so the result equals one pass per task.
@@ -351,9 +404,12 @@ class FaceptorQueryDecoder(nn.Module):
         queries = content[None].expand(batch, -1, -1)
         sizes = tuple(self.query_content[name].shape[0] for name in task_names)
         mask = self.self_attention_mask(sizes, memory.dtype, memory.device)
+        cross_attentions = [] if output_attentions else None
         for layer in self.layers:
-            queries = layer(queries, position, memory, memory_keys, mask)
-        return queries, projected[0]
+            queries, weights = layer(queries, position, memory, memory_keys, mask, output_attentions=output_attentions)
+            if cross_attentions is not None:
+                cross_attentions.append(weights)
+        return queries, projected[0], tuple(cross_attentions) if cross_attentions is not None else None
 
 
 class FaceptorRecognitionHead(nn.Module):
@@ -552,40 +608,57 @@ class FaceptorPreTrainedModel(PreTrainedModel):
         return result
 
     @torch.no_grad()
-    def _init_weights(self, module):
-        """Mirrors the official initialisation (FaRL encoder, fan-in decoder) so training from scratch behaves."""
-        from transformers import initialization as init
+    def _init_weights(self, module: nn.Module):
+        """Initialise the parameters a module owns directly (transformers calls this for every module whose own
+        parameters are not loaded: fresh models, missing keys, new tasks), so each layer is set by its type and by
+        the ``init_scheme`` its block tagged it with at construction.
 
-        std = self.config.initializer_range
-        if isinstance(module, FaceptorEncoderEmbeddings):
+        Official (lxq1000/Faceptor, its FaRL/CLIP encoder and "fan_in" decoder):
+            * class and position embeddings: N(0, D^-0.5) (CLIP's ``scale * randn``);
+            * decoder attention projections (``fan_in_zero_bias``): weight N(0, 1/fan_in), bias 0;
+            * decoder FFN (``fan_in``): weight N(0, 1/fan_in), bias PyTorch's Linear default;
+            * ``query_content`` (``query_feat``), level and Layer-Attention embeddings: N(0, 1);
+            * ``query_position`` (``query_embed``): U(0, 1);
+            * level / Layer-Attention input projections (``c2_xavier``): kaiming_uniform(a=1), bias 0;
+            * position MLP (``adapt_pos2d``): PyTorch's Linear default.
+        This package's choice (the official encoder always starts from FaRL weights):
+            * encoder linears and the patch convolution (``truncated_normal``): truncated N(0, initializer_range),
+              bias 0;
+            * every other Linear / convolution / transposed convolution (recognition, value, map and Naive heads):
+              PyTorch's default for the layer type;
+            * norms: weight 1, bias 0; BatchNorm running mean 0, running variance 1, batch counter 0.
+        """
+        scheme = getattr(module, "init_scheme", None)
+        if isinstance(module, nn.Linear | nn.Conv2d | nn.ConvTranspose2d):
+            weight, bias = module.weight, module.bias
+            fan_in = weight[0].numel()  # PyTorch's fan_in for Linear, Conv2d and ConvTranspose2d alike
+            if scheme == "truncated_normal":
+                init.trunc_normal_(weight, std=self.config.initializer_range)
+            elif scheme in ("fan_in", "fan_in_zero_bias"):
+                init.normal_(weight, std=fan_in**-0.5)
+            elif scheme == "c2_xavier":
+                init.kaiming_uniform_(weight, a=1)
+            else:
+                init.kaiming_uniform_(weight, a=math.sqrt(5))
+            if bias is not None:
+                if scheme in ("truncated_normal", "fan_in_zero_bias", "c2_xavier"):
+                    init.zeros_(bias)
+                else:
+                    init.uniform_(bias, -(fan_in**-0.5), fan_in**-0.5)
+        elif isinstance(module, nn.ParameterDict):
+            for parameter in module.values():
+                if scheme == "unit_uniform":
+                    init.uniform_(parameter, 0.0, 1.0)
+                else:
+                    init.normal_(parameter)
+        elif isinstance(module, FaceptorEncoderEmbeddings):
             scale = module.class_embedding.shape[0] ** -0.5
             init.normal_(module.class_embedding, std=scale)
             init.normal_(module.position_embedding, std=scale)
-            init.trunc_normal_(module.patch_embedding.weight, std=std)
-        elif isinstance(module, FaceptorEncoderLayer):
-            for linear in (module.self_attn.qkv_proj, module.self_attn.out_proj, module.mlp.fc1, module.mlp.fc2):
-                init.trunc_normal_(linear.weight, std=std)
-                init.zeros_(linear.bias)
-        elif isinstance(module, FaceptorDecoderLayer):
-            for attention in (module.cross_attn, module.self_attn):
-                for linear in (attention.q_proj, attention.k_proj, attention.v_proj, attention.out_proj):
-                    init.normal_(linear.weight, std=linear.weight.shape[1] ** -0.5)
-                    init.zeros_(linear.bias)
-            for linear in (module.fc1, module.fc2):
-                init.normal_(linear.weight, std=linear.weight.shape[1] ** -0.5)
         elif isinstance(module, FaceptorQueryDecoder):
-            for parameter in module.query_content.values():
-                init.normal_(parameter)
-            for parameter in module.query_position.values():
-                init.uniform_(parameter, 0.0, 1.0)
             init.normal_(module.level_embeddings)
-            projections = list(module.level_projections)
             if self.config.layer_attention_levels:
                 init.normal_(module.layer_attention_embeddings)
-                projections += list(module.layer_attention_projections)
-            for linear in projections:
-                init.kaiming_uniform_(linear.weight, a=1)
-                init.zeros_(linear.bias)
         elif isinstance(module, nn.LayerNorm | FaceptorChannelLayerNorm):
             init.ones_(module.weight)
             init.zeros_(module.bias)
@@ -594,6 +667,7 @@ class FaceptorPreTrainedModel(PreTrainedModel):
             init.zeros_(module.bias)
             init.zeros_(module.running_mean)
             init.ones_(module.running_var)
+            init.zeros_(module.num_batches_tracked)
 
 
 class FaceptorModel(FaceptorPreTrainedModel):
@@ -637,9 +711,20 @@ class FaceptorModel(FaceptorPreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
-        model = super().from_pretrained(*args, **kwargs)
+        result = super().from_pretrained(*args, **kwargs)
+        # with output_loading_info=True transformers returns (model, loading_info)
+        model = result[0] if isinstance(result, tuple) else result
         model.is_untrained = model._untrained_in_saved_config
-        return model
+        return result
+
+    def get_input_embeddings(self) -> nn.Module:
+        """The patch embedding convolution (B, 3, H, W) -> (B, D, H/16, W/16), as for ViT: the layer whose output
+        ``enable_input_require_grads`` marks, so adapters on a frozen model get gradients through reentrant
+        gradient checkpointing."""
+        return self.encoder.embeddings.patch_embedding
+
+    def set_input_embeddings(self, value: nn.Module):
+        self.encoder.embeddings.patch_embedding = value
 
     # -- input checks ---------------------------------------------------------------------------------------------
     def _check_pixels(self, name: str, pixels: torch.Tensor):
@@ -675,32 +760,36 @@ class FaceptorModel(FaceptorPreTrainedModel):
     # -- forward --------------------------------------------------------------------------------------------------
     def forward(self, pixel_values: torch.Tensor | None = None, dense_pixel_values: torch.Tensor | None = None,
                 tasks: list[str] | str | None = None, output_hidden_states: bool | None = None,
-                return_dict: bool | None = None, **kwargs) -> FaceptorOutput:
+                return_dict: bool | None = None, output_attentions: bool | None = None, **kwargs) -> FaceptorOutput:
         """Run the selected tasks (all tasks whose input is given when ``tasks`` is None; ``tasks=[]`` runs only
         the encoder, e.g. for ``output_hidden_states``).
 
         Returns [`FaceptorOutput`] with ``task_logits`` in the official raw form (see its docstring), decoded
-        ``landmarks``, and, with ``output_hidden_states`` (default ``config.output_hidden_states``), the encoder
-        states of each given input. The image processor's metadata keys (matrices, indices, sizes, boxes,
-        keypoints) are accepted and ignored, so ``model(**processor(...))`` works; any other keyword is an error.
+        ``landmarks``, and, with ``output_hidden_states`` / ``output_attentions`` (defaults from the config), the
+        encoder states / attention weights of each given input (and the decoder's cross-attention weights). The
+        image processor's metadata keys (matrices, indices, sizes, boxes, keypoints) are accepted and ignored, so
+        ``model(**processor(...))`` works; any other keyword is an error.
         """
         unknown = set(kwargs) - self.PROCESSOR_METADATA
         if unknown:
             raise TypeError(f"unexpected arguments {sorted(unknown)}; FaceptorModel takes pixel_values, "
-                            "dense_pixel_values, tasks, output_hidden_states and return_dict")
+                            "dense_pixel_values, tasks, output_hidden_states, output_attentions and return_dict")
         if output_hidden_states is None:
             output_hidden_states = bool(getattr(self.config, "output_hidden_states", False))
+        if output_attentions is None:
+            output_attentions = bool(getattr(self.config, "output_attentions", False))
         inputs = {"pixel_values": pixel_values, "dense_pixel_values": dense_pixel_values}
         for name, pixels in inputs.items():
             if pixels is not None:
                 self._check_pixels(name, pixels)
         selected = self._select_tasks(tasks, inputs)
         logits: dict[str, torch.Tensor] = {}
-        states = {}
+        states, attentions, cross_attentions = {}, {}, {}
         for input_name, pixels in inputs.items():
             input_tasks = [t for t in selected if t.model_input == input_name]
-            if pixels is not None and (input_tasks or output_hidden_states):
-                input_logits, states[input_name] = self._run_input(pixels, input_tasks, output_hidden_states)
+            if pixels is not None and (input_tasks or output_hidden_states or output_attentions):
+                input_logits, states[input_name], attentions[input_name], cross_attentions[input_name] = \
+                    self._run_input(pixels, input_tasks, output_hidden_states, output_attentions)
                 logits.update(input_logits)
         ordered = {t.name: logits[t.name] for t in selected}
         landmarks = {t.name: heatmap_centroids(ordered[t.name]) for t in selected
@@ -708,6 +797,10 @@ class FaceptorModel(FaceptorPreTrainedModel):
         output = FaceptorOutput(task_logits=ordered, landmarks=landmarks or None,
                                 hidden_states=states.get("pixel_values"),
                                 dense_hidden_states=states.get("dense_pixel_values"),
+                                attentions=attentions.get("pixel_values"),
+                                dense_attentions=attentions.get("dense_pixel_values"),
+                                cross_attentions=cross_attentions.get("pixel_values"),
+                                dense_cross_attentions=cross_attentions.get("dense_pixel_values"),
                                 untrained=True if self.is_untrained else None)
         return output if return_dict is not False else output.to_tuple()
 
@@ -728,13 +821,13 @@ class FaceptorModel(FaceptorPreTrainedModel):
             wrong = [task.name for task, _, _ in tasks if task.model_input != input_name]
             if wrong:
                 raise ValueError(f"tasks {wrong} do not read {input_name}")
-            features, grid, _ = self.encoder(pixels, self._levels_needed([task for task, _, _ in tasks]))
+            features, grid, _, _ = self.encoder(pixels, self._levels_needed([task for task, _, _ in tasks]))
             for task, start, stop in tasks:
                 rows = {level: tokens[start:stop] for level, tokens in features.items()}
                 if task.readout == "embedding":
                     out[task.name] = self.recognition_heads[task.name](rows[self.config.recognition_layer])
                 elif self.config.head_type == "faceptor":
-                    out.update(self._run_decoder(rows, grid, [task]))
+                    out.update(self._run_decoder(rows, grid, [task])[0])
                 else:
                     out.update(self._run_naive(rows, grid, [task]))
         return out
@@ -753,23 +846,29 @@ class FaceptorModel(FaceptorPreTrainedModel):
                 levels.update(config.naive_dense_levels)
         return levels
 
-    def _run_input(self, pixels: torch.Tensor, input_tasks: list[FaceptorTask], output_hidden_states: bool):
-        features, grid, states = self.encoder(pixels, self._levels_needed(input_tasks), output_hidden_states)
-        out = {}
+    def _run_input(self, pixels: torch.Tensor, input_tasks: list[FaceptorTask], output_hidden_states: bool,
+                   output_attentions: bool = False):
+        """-> (task outputs, encoder hidden states, encoder attentions, decoder cross-attentions); the last three
+        are None unless asked for (cross-attentions also without decoder tasks)."""
+        features, grid, states, attentions = self.encoder(pixels, self._levels_needed(input_tasks),
+                                                          output_hidden_states, output_attentions)
+        out, cross_attentions = {}, None
         for task in input_tasks:
             if task.readout == "embedding":
                 out[task.name] = self.recognition_heads[task.name](features[self.config.recognition_layer])
         query_tasks = [t for t in input_tasks if t.readout != "embedding"]
         if query_tasks:
             if self.config.head_type == "faceptor":
-                out.update(self._run_decoder(features, grid, query_tasks))
+                decoded, cross_attentions = self._run_decoder(features, grid, query_tasks, output_attentions)
+                out.update(decoded)
             else:
                 out.update(self._run_naive(features, grid, query_tasks))
-        return out, states
+        return out, states, attentions, cross_attentions
 
-    def _run_decoder(self, features, grid, query_tasks: list[FaceptorTask]):
+    def _run_decoder(self, features, grid, query_tasks: list[FaceptorTask], output_attentions: bool = False):
+        """-> (task outputs, cross-attention weights per decoder layer or None)."""
         names = [t.name for t in query_tasks]
-        queries, source = self.decoder(features, grid, names)
+        queries, source, cross_attentions = self.decoder(features, grid, names, output_attentions)
         pixel_features = None
         if any(t.readout == "map" for t in query_tasks):
             pixel_features = self.map_head.pixel_features(source, grid)
@@ -781,7 +880,7 @@ class FaceptorModel(FaceptorPreTrainedModel):
                 out[task.name] = self.value_head(task_queries)
             else:
                 out[task.name] = self.map_head(task_queries, pixel_features)
-        return out
+        return out, cross_attentions
 
     def _run_naive(self, features, grid, query_tasks: list[FaceptorTask]):
         def maps(levels):

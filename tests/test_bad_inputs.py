@@ -27,6 +27,9 @@ def astronaut():
 
 @pytest.mark.parametrize("mode", ["L", "LA", "RGBA", "P", "CMYK", "I;16", "1"])
 def test_image_modes_decode_to_rgb(astronaut, tmp_path, mode):
+    """Every image becomes RGB: the FaRL encoder takes 3 channels and each branch has its fixed normalisation, so
+    transformers' common image-processor tests that switch ``do_convert_rgb`` off or feed 4-channel arrays with
+    per-call ``image_mean`` / ``image_std`` cannot apply."""
     if mode == "I;16":
         array = (np.asarray(astronaut.convert("L"), dtype=np.uint16) * 257)
         image = PIL.Image.fromarray(array)

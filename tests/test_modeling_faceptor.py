@@ -77,6 +77,8 @@ def test_batch_independence(variant_config):
 
 
 def test_deterministic(variant_config):
+    """transformers' common test_determinism compares ``outputs[0]`` as a tensor; here it is the dict of task outputs
+    (loss is None at inference, see FaceptorOutput), so determinism is checked per task instead."""
     model = build(variant_config)
     x112, x512 = tiny_inputs()
     with torch.no_grad():
@@ -85,6 +87,9 @@ def test_deterministic(variant_config):
 
 
 def test_gradients_reach_every_parameter(variant_config):
+    """transformers' common training tests backpropagate ``model(**inputs, labels=...).loss``; FaceptorModel is a
+    multi-task base model whose losses live in faceptor_hf.training, so they cannot apply: this test and
+    test_gradient_checkpointing_matches backpropagate a loss on the task outputs instead."""
     model = build(variant_config).train()
     x112, x512 = tiny_inputs(batch=3)
     out = model(pixel_values=x112, dense_pixel_values=x512)

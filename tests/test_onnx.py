@@ -141,6 +141,7 @@ def test_model_calling_convention(model, onnx_model):
         (dict(), "give pixel_values"),
         (dict(pixel_values=torch.randn(2, 3, 224, 224)), "112x112"),
         (dict(pixel_values=small, output_hidden_states=True), "hidden states"),
+        (dict(pixel_values=small, output_attentions=True), "attention weights"),
         (dict(pixel_values=small, tasks=["nope"]), "unknown task 'nope'"),
     ):
         with pytest.raises((ValueError, KeyError), match=message):
