@@ -50,7 +50,9 @@ setup(
         "onnx": ONNX_EXTRA,
         # Tests only: OpenCV is the official pipeline's resampler, the reference the dataset crops are checked
         # against (tested with opencv-python-headless 5.1.0.95); the package itself does not use it.
-        "dev": ["pytest>=8,<10", "opencv-python-headless>=5.1,<6", *TRAIN_EXTRA, *DATA_EXTRA, *ONNX_EXTRA],
+        # Tests and lint: OpenCV only as the reference the dataset crops are compared against; ruff as run by CI.
+        "dev": ["pytest>=8,<10", "opencv-python-headless>=5.1,<6", "ruff>=0.17,<0.18", *TRAIN_EXTRA, *DATA_EXTRA,
+                *ONNX_EXTRA],
     },
     entry_points={"console_scripts": ["faceptor-hf=faceptor_hf.commands:main"]},
     classifiers=[

@@ -55,7 +55,8 @@ def main(argv=None):
     compiled = torch.compile(model) if args.compile else None
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     print(f"device {name}, dtype {args.dtype}, torch {torch.__version__}, threads {torch.get_num_threads()}")
-    print("| batch | one-pass faces/s | ms/batch | per-task baseline faces/s | speed-up | compiled faces/s | peak GiB |")
+    print("| batch | one-pass faces/s | ms/batch | per-task baseline faces/s | speed-up | compiled faces/s "
+          "| peak GiB |")
     print("|---|---|---|---|---|---|---|")
     for batch in args.batch_sizes:
         small = torch.randn(batch, 3, 112, 112, device=device, dtype=dtype)

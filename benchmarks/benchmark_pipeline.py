@@ -70,7 +70,8 @@ def main(argv=None):
     row = {"device": device, "dtype": args.dtype, "images": len(photos), "faces": faces,
            "batched_images_per_s": len(photos) / batched, "batched_faces_per_s": faces / batched,
            "per_image_calls_images_per_s": len(photos) / sequential, "speedup": sequential / batched,
-           "stage_share": {k: round(v / total, 3) for k, v in stages.items()}, "model_busy": stages["analyse"] / batched}
+           "stage_share": {k: round(v / total, 3) for k, v in stages.items()},
+           "model_busy": stages["analyse"] / batched}
     print(json.dumps(row, indent=2))
     if args.json:
         with open(args.json, "a") as handle:

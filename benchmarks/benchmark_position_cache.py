@@ -14,8 +14,8 @@ import argparse
 import json
 
 import torch
-
 from benchmark_inference import timed  # the same timing loop as the model benchmark (same folder)
+
 from faceptor_hf import FaceptorConfig, FaceptorModel
 
 

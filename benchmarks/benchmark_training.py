@@ -23,9 +23,9 @@ import time
 import torch
 
 from faceptor_hf import FaceptorConfig, FaceptorModel
+from faceptor_hf.task_types import get_task_type
 from faceptor_hf.training.losses import combine_task_losses, official_loss_weights
 from faceptor_hf.training.trainer import TrainingModule
-from faceptor_hf.task_types import get_task_type
 
 # Official per-GPU batch sizes of Faceptor-Base (model.md §5.3).
 BASE_BATCHES = {"recog_ms1mv3": 128, "age_morph2": 32, "biattr_celeba": 32, "affect_affectnet": 32,

@@ -14,7 +14,6 @@ from transformers import PretrainedConfig
 from .task_types import FaceptorTask
 from .task_types import make_task as _make_task
 
-
 EXPRESSION_LABELS = ["neutral", "happy", "sad", "surprise", "fear", "disgust", "anger"]
 AGE_LABELS = [str(age) for age in range(101)]
 CELEBA_ATTRIBUTES = [
@@ -104,7 +103,8 @@ def _type_of(task) -> tuple[str, str]:
 
 
 def official_loss_weights(tasks, recipe: str | None = None, fallback_weight: float = 1.0) -> dict[str, float]:
-    """Per-task loss weights w of an official recipe (the official YAMLs' ``common.task_weight`` and ``loss_weight``; paper §4.3): for each task type T of the recipe,
+    """Per-task loss weights w of an official recipe (the official YAMLs' ``common.task_weight`` and
+    ``loss_weight``): for each task type T of the recipe,
     w_i = task_weight[T] * loss_weight_i / sum of loss_weight over the given tasks of type T.
 
     Args:

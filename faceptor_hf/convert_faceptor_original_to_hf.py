@@ -200,7 +200,8 @@ def load_official_state_dict(path: str) -> "OrderedDict[str, torch.Tensor]":
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ConversionError(
             f"{path}: expected a dict with a 'state_dict' of tensors (an official Faceptor training checkpoint), "
-            f"found {type(checkpoint).__name__} with keys {list(checkpoint)[:5] if isinstance(checkpoint, dict) else '-'}"
+            f"found {type(checkpoint).__name__} with keys "
+            f"{list(checkpoint)[:5] if isinstance(checkpoint, dict) else '-'}"
         )
     state = OrderedDict((k[len("module."):] if k.startswith("module.") else k, v) for k, v in state.items())
     if not any(k.startswith(BACKBONE) for k in state):

@@ -131,15 +131,33 @@ def _read_folder(folder: str) -> tuple[dict, dict | None]:
 
 
 def _download(repo_id: str, revision: str | None, token) -> str:
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+    """The snapshot folder of a Hub model with its config and weights (safetensors, sharded safetensors, or a
+    ``pytorch_model.bin``), fetched file by file as ``from_pretrained`` does."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
+
+    def fetch(filename: str) -> str | None:
+        try:
+            return hf_hub_download(repo_id, filename, revision=revision, token=token)
+        except EntryNotFoundError:
+            return None
 
     try:
-        return snapshot_download(repo_id, revision=revision, token=token, allow_patterns=[
-            "config.json", "model.safetensors", "model.safetensors.index.json", "model-*.safetensors"])
-    except (RepositoryNotFoundError, LocalEntryNotFoundError, HfHubHTTPError, ValueError) as error:
+        config = fetch("config.json")
+        for weights in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"):
+            path = fetch(weights)
+            if path is None:
+                continue
+            if weights.endswith(".index.json"):
+                with open(path, encoding="utf-8") as handle:
+                    for shard in sorted(set(json.load(handle)["weight_map"].values())):
+                        fetch(shard)
+            return os.path.dirname(path)
+    except (LocalEntryNotFoundError, HfHubHTTPError, ValueError) as error:
         raise EncoderCheckpointError(f"{repo_id!r} is neither a file, a folder nor a reachable Hub model: "
                                      f"{str(error).splitlines()[0]}") from error
+    where = "has config.json but" if config else "has neither config.json nor"
+    raise EncoderCheckpointError(f"Hub model {repo_id!r} {where} model.safetensors / pytorch_model.bin")
 
 
 def read_encoder_checkpoint(source: str, revision: str | None = None, token=None) -> tuple[dict, dict | None]:

@@ -244,7 +244,8 @@ class RetinaFaceMobileNet(nn.Module):
         features = [context(p) for context, p in zip(self.context, (p1, p2, p3))]
 
         def flat(heads, width):
-            return torch.cat([h(f).permute(0, 2, 3, 1).reshape(f.shape[0], -1, width) for h, f in zip(heads, features)], 1)
+            return torch.cat([h(f).permute(0, 2, 3, 1).reshape(f.shape[0], -1, width)
+                              for h, f in zip(heads, features)], 1)
 
         return flat(self.box_heads, 4), flat(self.class_heads, 2).softmax(-1)[..., 1], flat(self.point_heads, 10)
 

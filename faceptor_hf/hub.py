@@ -56,7 +56,8 @@ def render_model_card(config, repo_id: str | None = None, tags: list[str] | None
     if repo_id:
         text = text.replace(EXAMPLE_REPO, repo_id)
     if getattr(config, "untrained", False):
-        text = text.replace("\n# Faceptor", "\n> **UNTRAINED RANDOM WEIGHTS** — for testing the code path only.\n\n# Faceptor", 1)
+        warning = "\n> **UNTRAINED RANDOM WEIGHTS** — for testing the code path only.\n\n# Faceptor"
+        text = text.replace("\n# Faceptor", warning, 1)
     return text
 
 

@@ -125,7 +125,8 @@ def load_image(image, index: int = 0, max_pixels: int = DEFAULT_MAX_PIXELS) -> t
         if not torch.isfinite(image).all() or image.min() < 0 or image.max() > 1:
             raise ImageLoadError(f"{name}: float pixels must be finite and lie in [0, 1]")
         if image.shape[1] * image.shape[2] > max_pixels:
-            raise ImageLoadError(f"{name}: {image.shape[2]}x{image.shape[1]} pixels exceeds the limit of {max_pixels:,}")
+            raise ImageLoadError(
+                f"{name}: {image.shape[2]}x{image.shape[1]} pixels exceeds the limit of {max_pixels:,}")
         return image.contiguous()
     elif isinstance(image, (np.ndarray, torch.Tensor)):
         array = array_to_rgb(image, name)

@@ -214,7 +214,8 @@ class FaceptorImageProcessor(BaseImageProcessor):
         for index, image in enumerate(pixels):
             height, width = image.shape[-2:]
             sizes.append((height, width))
-            kp = _as_faces(face_keypoints[index] if face_keypoints is not None else None, "face_keypoints", index, (5, 2))
+            kp = _as_faces(face_keypoints[index] if face_keypoints is not None else None, "face_keypoints", index,
+                           (5, 2))
             bx = _as_faces(face_boxes[index] if face_boxes is not None else None, "face_boxes", index, (4,))
             if kp is not None and bx is not None and len(kp) != len(bx):
                 raise FaceInputError(f"image {index}: {len(kp)} keypoint sets but {len(bx)} boxes")

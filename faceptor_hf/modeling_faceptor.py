@@ -287,7 +287,8 @@ def anchor_sine_code(grid: tuple[int, int], num_features: int, device, temperatu
         return torch.stack((v[:, 0::2].sin(), v[:, 1::2].cos()), dim=-1).flatten(1)
 
     cy, cx = code(y), code(x)
-    return torch.cat([cy[:, None, :].expand(-1, width, -1), cx[None, :, :].expand(height, -1, -1)], dim=-1).flatten(0, 1)
+    grid_code = torch.cat([cy[:, None, :].expand(-1, width, -1), cx[None, :, :].expand(height, -1, -1)], dim=-1)
+    return grid_code.flatten(0, 1)
 
 
 class FaceptorPositionMLP(nn.Module):
@@ -395,7 +396,8 @@ class FaceptorQueryDecoder(nn.Module):
         All tasks of ``task_names`` run in ONE pass; their queries only meet in self-attention, which the
         block-diagonal mask restricts to each task, so the result equals one pass per task.
         """
-        projected = [projection(features[level]) for level, (projection, _) in zip(self.levels, self._level_parameters())]
+        projected = [projection(features[level])
+                     for level, (projection, _) in zip(self.levels, self._level_parameters())]
         memory = torch.cat(projected, dim=1) if len(projected) > 1 else projected[0]
         memory_keys = memory + self.memory_positions(grid, memory.dtype, memory.device)
         batch = memory.shape[0]
@@ -505,7 +507,8 @@ class FaceptorNaiveValueHead(nn.Module):
     def trunk(self, maps: list[torch.Tensor]) -> torch.Tensor:
         """4 maps (B, D, S, S) -> (B, C)."""
         x = torch.cat([conv(m) for conv, m in zip(self.level_convs, maps)], dim=1)
-        gate = self.gate_fc2(F.relu(self.gate_fc1(x.mean((2, 3))))) + self.gate_fc2(F.relu(self.gate_fc1(x.amax((2, 3)))))
+        gate = (self.gate_fc2(F.relu(self.gate_fc1(x.mean((2, 3)))))
+                + self.gate_fc2(F.relu(self.gate_fc1(x.amax((2, 3))))))
         x = F.relu(x * torch.sigmoid(gate)[:, :, None, None]).amax((2, 3))
         x = self.batch_norm(x)
         x = self.dropout(F.relu(self.fc1(x)))

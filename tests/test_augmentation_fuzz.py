@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from faceptor_hf.configuration_faceptor import make_task
-from faceptor_hf.training import augmentation as aug
 from faceptor_hf.training import TaskExampleBuilder
+from faceptor_hf.training import augmentation as aug
 
 CROP_SIZES = (112, 512)
 

@@ -20,12 +20,12 @@ import PIL.Image
 import pytest
 import torch
 
-from conftest import IMAGES, SIX_TASKS
 from faceptor_hf import FaceAnalysisPipeline, __version__
 from faceptor_hf.commands import SUBCOMMANDS, build_parser, main
 from faceptor_hf.commands.analyze import StemNamer
 from faceptor_hf.image_processing_faceptor import decode_mask
 
+from conftest import IMAGES, SIX_TASKS
 
 
 def analyze(capsys, *arguments) -> tuple[int, str, str]:

@@ -3,11 +3,12 @@
 import numpy as np
 import PIL.Image
 import pytest
-from native_fixtures import assert_schema, expect_error, expect_skipped, write_lines
 
 from faceptor_hf.configuration_faceptor import CELEBA_ATTRIBUTES
 from faceptor_hf.data import load_native
 from faceptor_hf.data.converters.affect_ferplus import majority_label
+
+from native_fixtures import assert_schema, expect_error, expect_skipped, write_lines
 
 
 def write_jpeg(path, mode="RGB", size=(20, 24)):

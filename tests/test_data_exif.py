@@ -8,12 +8,13 @@ import PIL.Image
 import PIL.ImageOps
 import pytest
 from datasets import Image
-from native_fixtures import write_lines
 
 from faceptor_hf.data import NATIVE_DATASETS, load_native
 from faceptor_hf.data.exif import exif_orientation, raw_pixel_frame
 from faceptor_hf.image_loading import load_image
 from faceptor_hf.training.examples import read_image
+
+from native_fixtures import write_lines
 
 ROTATE_ON_DISPLAY = 6  # EXIF: turn 90 degrees clockwise to display
 # Whether each release's annotations and official loader see its images with the EXIF orientation applied:

@@ -3,9 +3,10 @@
 import numpy as np
 import PIL.Image
 import pytest
-from native_fixtures import assert_schema, expect_error, expect_skipped, write_lines
 
 from faceptor_hf.data import BadSampleReport, load_native
+
+from native_fixtures import assert_schema, expect_error, expect_skipped, write_lines
 
 
 def write_image(path, mode="RGB", size=(32, 24), image_format="JPEG"):

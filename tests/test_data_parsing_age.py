@@ -12,7 +12,7 @@ import PIL.Image
 import pytest
 
 from faceptor_hf.configuration_faceptor import make_task
-from faceptor_hf.data import BadSampleReport, DatasetFormatError, NATIVE_DATASETS, load_native, task_features
+from faceptor_hf.data import NATIVE_DATASETS, BadSampleReport, DatasetFormatError, load_native, task_features
 from faceptor_hf.data.converters import age_morph2, age_utkface
 
 

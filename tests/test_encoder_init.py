@@ -21,7 +21,6 @@ from safetensors.torch import save_file
 from torch import nn
 from transformers import AutoModel, CLIPConfig, CLIPModel, CLIPVisionConfig, CLIPVisionModel
 
-from conftest import TINY_DECODER, TINY_ENCODER
 from faceptor_hf import FaceptorConfig, FaceptorModel
 from faceptor_hf.commands import main as cli
 from faceptor_hf.convert_farl_encoder_to_hf import (
@@ -30,6 +29,8 @@ from faceptor_hf.convert_farl_encoder_to_hf import (
     load_encoder_checkpoint,
     resize_position_table,
 )
+
+from conftest import TINY_DECODER, TINY_ENCODER
 
 WIDTH, LAYERS, HEADS, MLP, PATCH, GRID = 24, 4, 2, 48, 16, 14
 TASKS = [{"name": "recog_ms1mv3", "embedding_size": 8}, "affect_rafdb",

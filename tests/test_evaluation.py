@@ -14,7 +14,6 @@ import pytest
 import torch
 from datasets import Dataset, DatasetDict, load_from_disk
 
-from conftest import tiny_config
 from faceptor_hf import FaceptorImageProcessor, FaceptorModel
 from faceptor_hf.commands import main
 from faceptor_hf.configuration_faceptor import make_task
@@ -25,6 +24,8 @@ from faceptor_hf.evaluation import PROTOCOLS, EvaluationBatch, evaluate, find_pr
 from faceptor_hf.evaluation.evaluate import BatchPreparer
 from faceptor_hf.evaluation.report import paper_rows
 from faceptor_hf.task_types import TASK_TYPES
+
+from conftest import tiny_config
 
 MODEL_TASKS = ["recog_ms1mv3", "age_morph2", "biattr_celeba", "affect_rafdb", "parsing_celebam", "parsing_lapa",
                "align_300w", "align_aflw"]

@@ -113,11 +113,11 @@ def test_load_through_the_hub_without_the_package(published, revision):
 def test_offline_loads_from_cache_and_explains_missing_models(published):
     hub, root = published
     home = root / "offline_home"
-    first = run(LOAD.format(repo=REPO, revision=None, io=str(root / "io_None.pt"), image=str(IMAGES / "astronaut.png")),
-                hub, home)
+    load_script = LOAD.format(repo=REPO, revision=None, io=str(root / "io_None.pt"),
+                              image=str(IMAGES / "astronaut.png"))
+    first = run(load_script, hub, home)
     assert "LOADED" in first.stdout, first.stderr[-2000:]
-    cached = run(LOAD.format(repo=REPO, revision=None, io=str(root / "io_None.pt"), image=str(IMAGES / "astronaut.png")),
-                 hub, home, offline=True)
+    cached = run(load_script, hub, home, offline=True)
     assert "LOADED" in cached.stdout, cached.stderr[-2000:]
     env_script = """
     import subprocess, sys
@@ -165,7 +165,8 @@ def test_convert_command_pushes_a_converted_checkpoint(published, tmp_path):
     script = f"""
     import subprocess, sys
     sys.exit(subprocess.run([sys.executable, "-m", "faceptor_hf.cli", "convert", "--checkpoint",
-                             {str(golden / "checkpoint_rank0_iter_50000.pth.tar")!r}, "--output", {str(tmp_path / "out")!r},
+                             {str(golden / "checkpoint_rank0_iter_50000.pth.tar")!r},
+                             "--output", {str(tmp_path / "out")!r},
                              "--config-overrides", {json.dumps(overrides)!r}, "--push-to-hub", "user/converted",
                              "--private"]).returncode)
     """
@@ -176,3 +177,44 @@ def test_convert_command_pushes_a_converted_checkpoint(published, tmp_path):
     assert {"model.safetensors", "preprocessor_config.json", "README.md"} <= set(files)
     assert json.loads(files["config.json"])["converted_from"]["variant"] == "Faceptor (6 tasks), stage 1"
     assert b"Faceptor (6 tasks), stage 1" in files["README.md"]
+
+
+CLIP_PUSH = """
+import torch
+from huggingface_hub import HfApi
+from transformers import CLIPConfig, CLIPModel
+torch.manual_seed(0)
+vision = dict(hidden_size=24, intermediate_size=48, num_hidden_layers=4, num_attention_heads=2, image_size=224,
+              patch_size=16, hidden_act="quick_gelu")
+text = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
+CLIPModel(CLIPConfig(vision_config=vision, text_config=text, projection_dim=16)).save_pretrained({folder!r})
+api = HfApi()
+api.create_repo("user/clip-tiny", exist_ok=True)
+api.upload_folder(folder_path={folder!r}, repo_id="user/clip-tiny")
+print("PUSHED")
+"""
+CLIP_CONVERT = """
+import json, sys
+from faceptor_hf.commands import main
+overrides = dict(hidden_size=24, num_hidden_layers=4, num_attention_heads=2, intermediate_size=48,
+                 recognition_layer=3, decoder_levels=[3], decoder_hidden_size=16, decoder_num_layers=2,
+                 decoder_num_attention_heads=2, decoder_ffn_dim=32)
+sys.exit(main(["convert", "--encoder-checkpoint", {repo!r}, "--preset", "base", "--config-overrides",
+               json.dumps(overrides), "--output", {output!r}]))
+"""
+
+
+def test_encoder_checkpoint_from_a_hub_id(tmp_path):
+    with FakeHub() as hub:
+        pushed = run(CLIP_PUSH.format(folder=str(tmp_path / "clip")), hub, tmp_path / "push_home")
+        assert "PUSHED" in pushed.stdout, pushed.stderr[-3000:]
+        converted = run(CLIP_CONVERT.format(repo="user/clip-tiny", output=str(tmp_path / "out")), hub,
+                        tmp_path / "convert_home")
+        assert converted.returncode == 0, converted.stderr[-3000:]
+        assert "encoder from user/clip-tiny (transformers-clip" in converted.stdout
+        missing = run(CLIP_CONVERT.format(repo="user/no-such-clip", output=str(tmp_path / "none")), hub,
+                      tmp_path / "convert_home")
+    errors = [line for line in missing.stderr.splitlines() if line.startswith("error: ")]
+    assert missing.returncode == 2 and len(errors) == 1 and "user/no-such-clip" in errors[0], missing.stderr[-2000:]
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["encoder_init"]["source"] == "user/clip-tiny" and config["untrained"] is True

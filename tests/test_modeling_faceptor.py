@@ -9,8 +9,9 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModel
 
-from conftest import tiny_config, tiny_inputs
 from faceptor_hf import FaceptorConfig, FaceptorModel, heatmap_centroids
+
+from conftest import tiny_config, tiny_inputs
 
 torch.set_num_threads(2)
 

@@ -14,9 +14,10 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import TINY_TASKS, tiny_config, tiny_inputs
-from faceptor_hf import FaceptorConfig, FaceptorModel
+from faceptor_hf import FaceptorModel
 from faceptor_hf.modeling_faceptor import FaceptorChannelLayerNorm
+
+from conftest import TINY_TASKS, tiny_config, tiny_inputs
 
 torch.set_num_threads(2)
 

@@ -17,10 +17,13 @@ pytest.importorskip("onnxscript")
 
 from transformers import AutoConfig, AutoModel, pipeline  # noqa: E402
 
-from conftest import IMAGES, SIX_TASKS, VARIANTS, tiny_config, tiny_inputs  # noqa: E402
-from faceptor_hf import FaceAnalysisPipeline, FaceptorImageProcessor, FaceptorModel  # noqa: E402
+from faceptor_hf import (  # noqa: E402
+    FaceAnalysisPipeline,
+    FaceptorImageProcessor,
+    FaceptorModel,
+    face_detection,  # noqa: E402
+)
 from faceptor_hf.commands import main  # noqa: E402
-from faceptor_hf import face_detection  # noqa: E402
 from faceptor_hf.face_detection import (  # noqa: E402
     MissingDetectorWeights,
     RetinaFaceDetector,
@@ -38,6 +41,8 @@ from faceptor_hf.onnx import (  # noqa: E402
     export_onnx,
 )
 from faceptor_hf.onnx.runtime import OnnxRetinaFaceNetwork  # noqa: E402
+
+from conftest import IMAGES, SIX_TASKS, VARIANTS, tiny_config, tiny_inputs  # noqa: E402
 
 PHOTOS = [str(IMAGES / "astronaut.png"), str(IMAGES / "grace_hopper.jpg")]
 RTOL = 1e-4  # fp32 parity: max |ort - torch| <= RTOL * max |torch|, per head

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from transformers import pipeline
 
-from conftest import IMAGES, SIX_TASKS
 from faceptor_hf import FaceAnalysisError
 from faceptor_hf.image_processing_faceptor import decode_mask
 
+from conftest import IMAGES, SIX_TASKS
 
 
 @pytest.fixture(scope="module")

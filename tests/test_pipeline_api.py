@@ -9,8 +9,9 @@ import pytest
 import torch
 from transformers import pipeline
 
-from conftest import tiny_config
 from faceptor_hf import FaceAnalysisError, FaceptorImageProcessor, FaceptorModel
+
+from conftest import tiny_config
 
 IMAGES = Path(__file__).parent.parent / "examples" / "images"
 TASKS = ["recog_ms1mv3", "age_morph2", "affect_rafdb", "parsing_celebam", "align_300w"]

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import tiny_config
 from faceptor_hf import FaceptorImageProcessor, FaceptorModel
 from faceptor_hf.hub import save_release
+
+from conftest import tiny_config
 
 PACKAGE = Path(__file__).parent.parent / "faceptor_hf"
 MODEL_FILES = {"configuration_faceptor.py", "modeling_faceptor.py", "task_types.py", "task_decoding.py"}

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_config
 from faceptor_hf import FaceptorConfig, FaceptorImageProcessor, FaceptorModel, register_task_type
 from faceptor_hf import task_decoding as decoding
 from faceptor_hf.configuration_faceptor import CELEBAMASK_HQ_LABELS, LAPA_LABELS, OFFICIAL_TASKS, make_task
 from faceptor_hf.task_types import LANDMARK_FLIP_PAIRS, TASK_TYPES, get_task_type
 from faceptor_hf.visualization import face_caption
+
+from conftest import tiny_config
 
 
 @pytest.mark.parametrize("name", sorted(TASK_TYPES))

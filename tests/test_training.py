@@ -16,11 +16,12 @@ import yaml
 from datasets import Array2D, ClassLabel, Dataset, Features, Image, List, Value
 from transformers import AutoModel, pipeline
 
-from conftest import IMAGES, TINY_DECODER, TINY_ENCODER
 from faceptor_hf.configuration_faceptor import EXPRESSION_LABELS
 from faceptor_hf.training.config import TrainingConfigError, parse_config
 from faceptor_hf.training.datasets import TaskDataError
 from faceptor_hf.training.trainer import FaceptorTrainer, TrainingError
+
+from conftest import IMAGES, TINY_DECODER, TINY_ENCODER
 
 TASKS = [{"name": "recog_ms1mv3", "embedding_size": 8}, "affect_rafdb",
          {"name": "align_tiny", "type": "align", "num_queries": 4}]

@@ -14,8 +14,8 @@ import torch
 from faceptor_hf.configuration_faceptor import make_task
 from faceptor_hf.data.schema import task_features
 from faceptor_hf.task_types import get_task_type
-from faceptor_hf.training import augmentation as aug
 from faceptor_hf.training import TaskExampleBuilder, TrainingExampleError, collate_examples
+from faceptor_hf.training import augmentation as aug
 from faceptor_hf.training.examples import TARGET_OF_COLUMN, TargetContext
 
 TASKS = {

@@ -21,6 +21,7 @@ import yaml
 from transformers import AutoModel
 
 from faceptor_hf.commands import main as cli
+
 from test_data_affect_attributes import affectnet_native, celeba_release, ferplus_release, rafdb_native
 from test_data_landmarks import write_root_300w, write_root_aflw, write_root_cofw, write_root_wflw
 from test_data_parsing_age import write_celebamask_hq, write_lapa, write_morph2, write_utkface

@@ -16,7 +16,6 @@ from .errors import CommandError
 from .formatting import HelpFormatter
 
 
-
 def register(subparsers) -> None:
     """Add the ``convert`` parser to ``subparsers``."""
     parser = subparsers.add_parser(

@@ -6,12 +6,11 @@
 Package-only code: no file a saved model ships imports it.
 """
 
+from . import converters  # noqa: E402,F401 - registers every native-release converter
 from .errors import BadSampleReport, DatasetFormatError
 from .registry import NATIVE_DATASETS, NativeDataset, get_native_dataset, load_native, register_native_dataset
 from .schema import check_columns, task_features, verification_features
 from .writing import save_prepared
-
-from . import converters  # noqa: E402,F401 - registers every native-release converter
 
 __all__ = [
     "BadSampleReport",

@@ -10,8 +10,15 @@ no file a saved model ships imports it.
 from . import metrics
 from .batch import EvaluationBatch
 from .evaluate import EvaluationResult, evaluate
-from .protocols import (PROTOCOLS, PaperFigure, Protocol, default_protocol, find_protocol, get_protocol,
-                        register_protocol)
+from .protocols import (
+                        PROTOCOLS,
+                        PaperFigure,
+                        Protocol,
+                        default_protocol,
+                        find_protocol,
+                        get_protocol,
+                        register_protocol,
+)
 from .task_metrics import METRIC_OF_TYPE, TaskMetric
 
 __all__ = [

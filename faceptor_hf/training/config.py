@@ -184,7 +184,8 @@ def parse_config(data: dict, source: str | None = None) -> TrainingConfig:
 
 def _parse(data: dict, source: str | None) -> TrainingConfig:
     if not isinstance(data, dict):
-        raise TrainingConfigError(f"a training config is a mapping with model, tasks and run; got {type(data).__name__}")
+        raise TrainingConfigError(
+            f"a training config is a mapping with model, tasks and run; got {type(data).__name__}")
     _check_keys("top level", data, ("model", "tasks", "run"))
     for key in ("model", "tasks", "run"):
         if key not in data:
@@ -214,7 +215,8 @@ def _parse(data: dict, source: str | None) -> TrainingConfig:
     tasks = []
     for name, entry in tasks_section.items():
         if entry is not None and not isinstance(entry, dict):
-            raise TrainingConfigError(f"tasks.{name}: a mapping such as {{dataset: ..., batch_size: ...}}, got {entry!r}")
+            raise TrainingConfigError(
+                f"tasks.{name}: a mapping such as {{dataset: ..., batch_size: ...}}, got {entry!r}")
         entry = dict(entry or {})
         _check_keys(f"tasks.{name}", entry, spec_keys + list(TASK_FIELDS))
         if "dataset" not in entry:

@@ -116,7 +116,8 @@ def build_model(config: TrainingConfig) -> tuple[FaceptorModel, list[str]]:
     model = FaceptorModel(new_config)
     result = model.load_state_dict(pretrained.state_dict(), strict=False)
     if result.unexpected_keys:
-        raise TrainingConfigError(f"model.overrides remove weights of the pretrained model: {result.unexpected_keys[:5]}")
+        raise TrainingConfigError(
+            f"model.overrides remove weights of the pretrained model: {result.unexpected_keys[:5]}")
     return model, list(result.missing_keys)
 
 
@@ -349,7 +350,8 @@ class FaceptorTrainer:
                     protocol = resolve_protocol(spec.eval_protocol, self.model.config.task_names)
                     resolve_task(self.model.config, protocol, task.name)
                 except KeyError as error:
-                    raise TrainingConfigError(f"tasks.{task.name}.eval_protocol: {str(error).strip(chr(34))}") from error
+                    message = str(error).strip(chr(34))
+                    raise TrainingConfigError(f"tasks.{task.name}.eval_protocol: {message}") from error
                 metric = get_task_type(task).metric
                 if metric is None:
                     raise TrainingConfigError(f"tasks.{task.name}.eval_protocol: task type {task.type!r} has no "
@@ -560,7 +562,8 @@ class FaceptorTrainer:
                     if run.on_nonfinite == "stop":
                         where = f"task(s) {bad}" if bad else "another process's task(s)"
                         raise TrainingError(f"step {self.step}: non-finite loss in {where} "
-                                            f"({ {n: float(losses[n].detach()) for n in bad} }); set run.on_nonfinite: skip "
+                                            f"({ {n: float(losses[n].detach()) for n in bad} }); "
+                                            "set run.on_nonfinite: skip "
                                             "to skip such steps")
                     continue
                 scaled = total / run.gradient_accumulation_steps
@@ -641,7 +644,8 @@ class FaceptorTrainer:
         if accelerator.is_main_process:
             os.makedirs(run.output_dir, exist_ok=True)
         if run.report_to != "none":
-            accelerator.init_trackers("faceptor", config={"max_steps": run.max_steps, "learning_rate": run.learning_rate,
+            accelerator.init_trackers("faceptor", config={"max_steps": run.max_steps,
+                                                          "learning_rate": run.learning_rate,
                                                           "tasks": ",".join(t.name for t in self.tasks)})
         iterators = {t.name: iter(self._loader(i, t)) for i, t in enumerate(self.tasks)}
         self.module.train()
