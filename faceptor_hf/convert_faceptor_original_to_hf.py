@@ -10,11 +10,10 @@ classifier, ``Norm2d`` alias keys) and the encoder's unused ``ln_post``/``proj``
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import os
 import re
+import sys
 from collections import OrderedDict
 from typing import Callable, NamedTuple
 
@@ -383,45 +382,11 @@ def convert_checkpoint(checkpoint_path: str, output_dir: str | None = None, conf
     return model, variant
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="official checkpoint_rank0_iter_*.pth.tar")
-    parser.add_argument("--output", required=True, help="output folder (created)")
-    parser.add_argument("--config-overrides", default=None,
-                        help="JSON object of FaceptorConfig fields to set (e.g. head counts of a custom model)")
-    parser.add_argument("--push-to-hub", metavar="REPO", default=None,
-                        help="also publish model, processor, code and model card to this Hub repo (one commit)")
-    parser.add_argument("--private", action="store_true", help="create the Hub repo as private")
-    parser.add_argument("--revision", default=None, help="branch to push to (created if needed)")
-    parser.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or the stored login)")
-
-
-def run(args: argparse.Namespace) -> int:
-    overrides = json.loads(args.config_overrides) if args.config_overrides else None
-    try:
-        model, variant = convert_checkpoint(args.checkpoint, args.output, overrides, verbose=True)
-    except ConversionError as error:
-        print(f"error: {error}")
-        return 2
-    print(f"wrote {variant} to {args.output}")
-    if args.push_to_hub:
-        from .hub import PushError, push_to_hub
-
-        processor = FaceptorImageProcessor.from_pretrained(args.output)
-        try:
-            print(f"pushing model, processor, code and model card to {args.push_to_hub} ...", flush=True)
-            info = push_to_hub(args.push_to_hub, model=model, processor=processor, private=args.private or None,
-                               token=args.token, revision=args.revision, commit_message=f"Add {variant} (converted)")
-            print(f"  {info.commit_url}", flush=True)
-        except PushError as error:
-            print(f"error: {error}")
-            return 3
-    return 0
-
-
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    """``python -m faceptor_hf.convert_faceptor_original_to_hf ARGS`` is ``faceptor-hf convert ARGS``."""
+    from .commands import main as command_line
+
+    return command_line(["convert", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

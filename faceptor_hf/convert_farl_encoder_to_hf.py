@@ -26,19 +26,18 @@ initialisation and the model stays flagged untrained until it is trained.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
-from .configuration_faceptor import PRESET_NAMES, FaceptorConfig
+from .configuration_faceptor import FaceptorConfig
 from .convert_faceptor_original_to_hf import BACKBONE, matching_rules
-from .image_processing_faceptor import FaceptorImageProcessor
 from .modeling_faceptor import FaceptorModel
 
 FARL_PREFIX = "visual."
@@ -327,34 +326,11 @@ def build_from_encoder(source: str, preset: str = "base", config_overrides: dict
     return model, info
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--encoder-checkpoint", required=True, metavar="PATH_OR_HUB_ID",
-                        help="FaRL / OpenAI-CLIP checkpoint (visual.* keys) or transformers CLIP folder / Hub id")
-    parser.add_argument("--preset", choices=PRESET_NAMES, default="base", help="architecture and task list")
-    parser.add_argument("--output", required=True, help="output folder (created)")
-    parser.add_argument("--config-overrides", default=None, help="JSON object of FaceptorConfig fields to set")
-    parser.add_argument("--revision", default=None, help="Hub revision of the encoder checkpoint")
-
-
-def run(args: argparse.Namespace) -> int:
-    overrides = json.loads(args.config_overrides) if args.config_overrides else None
-    try:
-        model, info = build_from_encoder(args.encoder_checkpoint, args.preset, overrides, revision=args.revision)
-    except EncoderCheckpointError as error:
-        print(f"error: {error}")
-        return 2
-    model.save_pretrained(args.output)
-    FaceptorImageProcessor().save_pretrained(args.output)
-    print(f"wrote {model.config.variant_name} to {args.output}: encoder from {info.source} ({info.layout}, position "
-          f"grid {info.source_grid}x{info.source_grid} -> {info.target_grid}x{info.target_grid}, {info.dropped} "
-          "unused tensors dropped); decoder and heads are freshly initialised (untrained)")
-    return 0
-
-
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    """``python -m faceptor_hf.convert_farl_encoder_to_hf ARGS`` is ``faceptor-hf convert ARGS``."""
+    from .commands import main as command_line
+
+    return command_line(["convert", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

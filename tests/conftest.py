@@ -48,6 +48,21 @@ def variant_config(request):
     return tiny_config(**VARIANTS[request.param])
 
 
+def accelerate_launch(*arguments: str, processes: int = 2) -> tuple[list[str], dict]:
+    """The command and environment of ``accelerate launch`` with ``processes`` CPU processes on a free port."""
+    import os
+    import socket
+    import sys
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+               str(port), *arguments]
+    return command, dict(os.environ, ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1")
+
+
 def tiny_inputs(batch=2, seed=0, dense_size=64):
     generator = torch.Generator().manual_seed(seed)
     return (torch.randn(batch, 3, 112, 112, generator=generator),

@@ -4,7 +4,6 @@ configs or data fail early with errors that name the task, key or file."""
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +20,7 @@ from faceptor_hf.training.config import TrainingConfigError, parse_config
 from faceptor_hf.training.datasets import TaskDataError
 from faceptor_hf.training.trainer import FaceptorTrainer, TrainingError
 
-from conftest import IMAGES, TINY_DECODER, TINY_ENCODER
+from conftest import IMAGES, TINY_DECODER, TINY_ENCODER, accelerate_launch
 
 TASKS = [{"name": "recog_ms1mv3", "embedding_size": 8}, "affect_rafdb",
          {"name": "align_tiny", "type": "align", "num_queries": 4}]
@@ -244,21 +243,12 @@ def test_non_finite_loss_stops_with_step_and_task_or_is_skipped(data, tmp_path):
     assert trainer.skipped_steps == 2 and trainer.weights_checksum() == before
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_cpu_processes_stay_in_step(data, tmp_path):
     config = run_config(data, tmp_path / "ddp", max_steps=4, save_steps=2)
     path = tmp_path / "ddp.yaml"
     path.write_text(yaml.safe_dump(config))
-    env = dict(os.environ, ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1")
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
-               str(_free_port()), "-m", "faceptor_hf.training.train", str(path)]
+    command, env = accelerate_launch("-m", "faceptor_hf.training.train", str(path))
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     summary = json.loads((tmp_path / "ddp" / "training_summary.json").read_text())
@@ -409,10 +399,7 @@ def test_an_evaluation_mistake_stops_every_process_at_start(data, tmp_path):
     config["tasks"]["affect_rafdb"].update(eval_dataset=str(data / "marks"), eval_protocol="rafdb")
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
-    env = dict(os.environ, ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1")
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
-               str(_free_port()), "-m", "faceptor_hf.training.train", str(path)]
+    command, env = accelerate_launch("-m", "faceptor_hf.training.train", str(path))
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode != 0
     lines = _error_lines(result.stderr)

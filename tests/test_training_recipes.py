@@ -9,10 +9,7 @@ multi-process run with the default ``report_to: tensorboard`` exited 1 after sav
 group was destroyed)."""
 
 import json
-import os
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +19,7 @@ from transformers import AutoModel
 
 from faceptor_hf.commands import main as cli
 
+from conftest import accelerate_launch
 from test_data_affect_attributes import affectnet_native, celeba_release, ferplus_release, rafdb_native
 from test_data_landmarks import write_root_300w, write_root_aflw, write_root_cofw, write_root_wflw
 from test_data_parsing_age import write_celebamask_hq, write_lapa, write_morph2, write_utkface
@@ -87,12 +85,6 @@ def smoke_config(recipe: str, root: Path, output: Path, pretrained: Path | None 
     return path
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def run_in_one_process(config: Path, capsys) -> str:
     code = cli(["train", str(config)])
     captured = capsys.readouterr()
@@ -101,10 +93,7 @@ def run_in_one_process(config: Path, capsys) -> str:
 
 
 def run_in_two_processes(config: Path) -> str:
-    env = dict(os.environ, ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1")
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
-               str(_free_port()), "-m", "faceptor_hf.training.train", str(config)]
+    command, env = accelerate_launch("-m", "faceptor_hf.training.train", str(config))
     result = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-5000:]
     return result.stdout
