@@ -160,5 +160,5 @@ def test_dry_run_prints_the_plan_of_the_base_recipe(workspace, tmp_path, capsys)
     assert groups["encoder"]["peak_learning_rate"] == pytest.approx(5e-5)
     assert groups["heads"]["peak_learning_rate"] == groups["classifiers"]["peak_learning_rate"] == pytest.approx(5e-4)
     assert plan["model"]["encoder_init"]["layout"] == "farl" and plan["model"]["drop_path"]["mode"] == "token"
-    assert plan["model"]["fresh_parameters"] < sum(group["tensors"] for group in plan["parameter_groups"])
+    assert plan["model"]["fresh_tensors"] < sum(group["tensors"] for group in plan["parameter_groups"])
     assert plan["precision"] == "fp16_grads" and plan["processes"] == 1 and plan["steps"] == 2

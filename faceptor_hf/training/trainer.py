@@ -426,7 +426,7 @@ class FaceptorTrainer:
         return {
             "config": self.config.source,
             "model": {"variant": config.variant_name, "parameters": sum(p.numel() for p in self.model.parameters()),
-                      "fresh_parameters": len(self.new_parameters), "encoder_init": encoder_init,
+                      "fresh_tensors": len(self.new_parameters), "encoder_init": encoder_init,
                       "drop_path": {"rate": config.drop_path_rate, "mode": config.drop_path_mode},
                       "attention": config._attn_implementation},
             "tasks": tasks,
