@@ -367,5 +367,4 @@ class FaceptorConfig(PretrainedConfig):
 
 
 __all__ = ["FaceptorConfig", "FaceptorTask", "LossRecipe", "OFFICIAL_LOSS_RECIPES", "OFFICIAL_TASKS", "PRESET_NAMES",
-           "make_task",
-           "official_loss_weights", "with_official_loss_weights"]
+           "make_task", "official_loss_weights", "with_official_loss_weights"]

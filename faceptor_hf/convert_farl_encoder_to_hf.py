@@ -105,6 +105,12 @@ def _read_file(path: str) -> dict:
                                      f"checkpoint?): {reason}") from error
 
 
+def _shard_names(index_path: str) -> list[str]:
+    """The weight files a ``model.safetensors.index.json`` names, each once."""
+    with open(index_path, encoding="utf-8") as handle:
+        return sorted(set(json.load(handle)["weight_map"].values()))
+
+
 def _read_folder(folder: str) -> tuple[dict, dict | None]:
     """Weights and config.json of a transformers model folder (single or sharded safetensors, or a .bin)."""
     config = None
@@ -114,10 +120,8 @@ def _read_folder(folder: str) -> tuple[dict, dict | None]:
             config = json.load(handle)
     index = os.path.join(folder, "model.safetensors.index.json")
     if os.path.isfile(index):
-        with open(index, encoding="utf-8") as handle:
-            shards = sorted(set(json.load(handle)["weight_map"].values()))
         state = {}
-        for shard in shards:
+        for shard in _shard_names(index):
             state.update(_read_file(os.path.join(folder, shard)))
         return state, config
     for name in ("model.safetensors", "pytorch_model.bin"):
@@ -148,9 +152,8 @@ def _download(repo_id: str, revision: str | None, token) -> str:
             if path is None:
                 continue
             if weights.endswith(".index.json"):
-                with open(path, encoding="utf-8") as handle:
-                    for shard in sorted(set(json.load(handle)["weight_map"].values())):
-                        fetch(shard)
+                for shard in _shard_names(path):
+                    fetch(shard)
             return os.path.dirname(path)
     except (LocalEntryNotFoundError, HfHubHTTPError, ValueError) as error:
         raise EncoderCheckpointError(f"{repo_id!r} is neither a file, a folder nor a reachable Hub model: "

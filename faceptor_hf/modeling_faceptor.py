@@ -221,7 +221,7 @@ class FaceptorEncoderLayer(GradientCheckpointingLayer):
         self.self_attn = FaceptorAttention(config, config.hidden_size, config.num_attention_heads, fused_qkv=True)
         self.layer_norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.mlp = FaceptorEncoderMLP(config)
-        self.drop_path = FaceptorDropPath(drop_path_rate, getattr(config, "drop_path_mode", "sample"))
+        self.drop_path = FaceptorDropPath(drop_path_rate, config.drop_path_mode)
         init_scheme("truncated_normal", self.self_attn.qkv_proj, self.self_attn.out_proj, self.mlp.fc1, self.mlp.fc2)
 
     def forward(self, hidden_states, output_attentions: bool = False):

@@ -95,9 +95,9 @@ def run(args: argparse.Namespace) -> int:
         processor = FaceptorImageProcessor.from_pretrained(args.output)
         try:
             print(f"pushing model, processor, code and model card to {args.push_to_hub} ...", flush=True)
-            info = push_to_hub(args.push_to_hub, model=model, processor=processor, private=args.private or None,
-                               token=args.token, revision=args.revision, commit_message=message)
-            print(f"  {info.commit_url}", flush=True)
+            commit = push_to_hub(args.push_to_hub, model=model, processor=processor, private=args.private or None,
+                                 token=args.token, revision=args.revision, commit_message=message)
+            print(f"  {commit.commit_url}", flush=True)
         except PushError as error:
             print(f"error: {error}")
             return 3

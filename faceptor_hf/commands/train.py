@@ -42,4 +42,4 @@ def run(args: argparse.Namespace) -> int:
     try:
         return train(args)
     except user_errors() as error:
-        raise CommandError(str(error).strip(chr(34))) from error
+        raise CommandError(str(error)) from error

@@ -154,6 +154,29 @@ def _model_parts(model):
     return parameter.device, parameter.dtype
 
 
+def protocol_metric(config, name: str, task: str | None = None) -> tuple[Protocol, FaceptorTask, object]:
+    """The protocol ``name`` names, the model task it scores and a fresh metric accumulator for it (the task
+    type's metric with the protocol's options). Raises ``KeyError`` for an unknown name or task, or a task type
+    without a metric."""
+    protocol = resolve_protocol(name, list(config.task_names))
+    model_task = resolve_task(config, protocol, task)
+    task_type = get_task_type(model_task)
+    if task_type.metric is None:
+        raise KeyError(f"task type {task_type.name!r} of task {model_task.name!r} has no metric; attach one with "
+                       "faceptor_hf.task_types.attach_task_part(type_name, 'metric', factory)")
+    return protocol, model_task, task_type.metric(model_task, **protocol.metric_options)
+
+
+def check_metric_columns(dataset, model_task: FaceptorTask, accumulator, where: str) -> None:
+    """Raise ``KeyError`` naming the task, ``where`` and the missing columns when ``dataset`` lacks a column the
+    metric reads (its image and target columns)."""
+    columns = accumulator.image_columns + accumulator.target_columns
+    missing = [column for column in columns if column not in dataset.column_names]
+    if missing:
+        raise KeyError(f"task {model_task.name!r}: {where} lacks column(s) {missing} (it has {dataset.column_names}); "
+                       f"its {model_task.type} metric reads {list(columns)}")
+
+
 def evaluate(model, dataset, name: str, *, task: str | None = None, split: str | None = None,
              processor: FaceptorImageProcessor | None = None, batch_size: int = 32, device=None,
              limit: int | None = None, num_workers: int = 0, progress: bool = False,
@@ -177,24 +200,13 @@ def evaluate(model, dataset, name: str, *, task: str | None = None, split: str |
     Raises ``KeyError`` for an unknown name, task, split or missing column (naming the task and the columns),
     ``ValueError``/``ImageLoadError`` naming the row of a bad sample.
     """
-    config = model.config
-    protocol = resolve_protocol(name, list(config.task_names))
-    model_task = resolve_task(config, protocol, task)
-    task_type = get_task_type(model_task)
-    if task_type.metric is None:
-        raise KeyError(f"task type {task_type.name!r} of task {model_task.name!r} has no metric; attach one with "
-                       "faceptor_hf.task_types.attach_task_part(type_name, 'metric', factory)")
-    accumulator = task_type.metric(model_task, **protocol.metric_options)
+    protocol, model_task, accumulator = protocol_metric(model.config, name, task)
     if isinstance(dataset, dict):  # a DatasetDict
         if split is None or split not in dataset:
             raise KeyError(f"{protocol.name}: pick one of the splits {list(dataset)} with split=...")
         dataset = dataset[split]
     where = f"{protocol.name}" + (f" {split}" if split else "")
-    columns = accumulator.image_columns + accumulator.target_columns
-    missing = [column for column in columns if column not in dataset.column_names]
-    if missing:
-        raise KeyError(f"task {model_task.name!r}: {where} lacks column(s) {missing} (it has {dataset.column_names}); "
-                       f"its {model_task.type} metric reads {list(columns)}")
+    check_metric_columns(dataset, model_task, accumulator, where)
     if limit is not None:
         dataset = dataset.select(range(min(limit, len(dataset))))
     if len(dataset) == 0:

@@ -6,12 +6,12 @@
 
 The crop follows the one row -> crop rule (``data.geometry.row_matrix``; with ``train`` an already-cropped image
 takes the official training resize, timm's centre square + bicubic at 112 px except for recognition, else the
-evaluation one); training
-augmentations (``training.augmentation``) compose with that matrix, so masks and landmarks go through exactly the
-image's geometry, and a horizontal flip also reorders the labels by the task type's ``flip_permutation``. The target is
-read from the task type's ``label_column``; how each column becomes a tensor is the table ``TARGET_OF_COLUMN``
-(``register_target_column`` adds a column for a new task type). Every label is checked against the task (counts,
-class ranges, mask ids), and a bad one raises ``TrainingExampleError`` naming the task, the column and the row.
+evaluation one); training augmentations (``training.augmentation``) compose with that matrix, so masks and
+landmarks go through exactly the image's geometry, and a horizontal flip also reorders the labels by the task
+type's ``flip_permutation``. The target is read from the task type's ``label_column``; how each column becomes a
+tensor is the table ``TARGET_OF_COLUMN`` (``register_target_column`` adds a column for a new task type). Every
+label is checked against the task (counts, class ranges, mask ids), and a bad one raises ``TrainingExampleError``
+naming the task, the column and the row.
 
 Targets per column (S = crop side, 112 or 512): identity int64 (); age float32 (); attributes int8 (A,);
 expression / label int64 (); mask int64 (S, S); landmarks float32 (N, 2) crop pixel-index XY; values float32 (N,).

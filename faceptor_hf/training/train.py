@@ -58,7 +58,7 @@ def main(argv=None) -> int:
     except user_errors() as error:
         # Every process meets the same mistake in its own checks; one line is enough.
         if os.environ.get("RANK", "0") == "0":
-            print(f"error: {str(error).strip(chr(34))}", file=sys.stderr)
+            print(f"error: {error}", file=sys.stderr)
         return 2
 
 

@@ -56,22 +56,19 @@ def build_model(config: TrainingConfig) -> tuple[FaceptorModel, list[str]]:
     replaces the model task's own (kept in the config, so the saved model records what it was trained with)."""
     spec = config.model
     pretrained = None
-    try:
-        if "preset" in spec:
-            model_config = FaceptorConfig.from_preset(spec["preset"])
-        elif "config" in spec:
-            model_config = FaceptorConfig(**spec["config"])
-        else:
-            try:
-                pretrained = FaceptorModel.from_pretrained(spec["pretrained"], revision=spec.get("revision"))
-            except OSError as error:
-                raise TrainingConfigError(f"model.pretrained {spec['pretrained']!r} cannot be loaded: "
-                                          f"{str(error).splitlines()[0]}") from error
-            model_config = FaceptorConfig(**pretrained.config.to_dict())
-    except (TypeError, ValueError, KeyError) as error:
-        if isinstance(error, TrainingConfigError):
-            raise
-        raise TrainingConfigError(f"model: {str(error).strip(chr(39))}") from error
+    if "pretrained" in spec:
+        try:
+            pretrained = FaceptorModel.from_pretrained(spec["pretrained"], revision=spec.get("revision"))
+        except OSError as error:
+            raise TrainingConfigError(f"model.pretrained {spec['pretrained']!r} cannot be loaded: "
+                                      f"{str(error).splitlines()[0]}") from error
+        model_config = FaceptorConfig(**pretrained.config.to_dict())
+    else:
+        try:
+            model_config = (FaceptorConfig.from_preset(spec["preset"]) if "preset" in spec
+                            else FaceptorConfig(**spec["config"]))
+        except (TypeError, ValueError, KeyError) as error:
+            raise TrainingConfigError(f"model: {str(error).strip(chr(39))}") from error
     changes = dict(spec.get("overrides") or {})
     known = set(model_config.task_names)
     tasks = [task.to_dict() for task in model_config.tasks]
@@ -333,7 +330,7 @@ class FaceptorTrainer:
     def _check_evaluation_data(self):
         """Open every task's held-out data and check its columns (and protocol) now, on every process: a mistake
         found at the first evaluation would stop rank 0 while the other processes wait in a collective."""
-        from ..evaluation.evaluate import resolve_protocol, resolve_task
+        from ..evaluation.evaluate import check_metric_columns, protocol_metric
 
         self.eval_rows = {}
         for task in self.tasks:
@@ -345,28 +342,20 @@ class FaceptorTrainer:
             where = f"evaluation dataset {location!r} split {split!r}"
             if len(rows) == 0:
                 raise TaskDataError(f"task {task.name!r}: {where} is empty")
+            accumulator = None
             if spec.eval_protocol:
                 try:
-                    protocol = resolve_protocol(spec.eval_protocol, self.model.config.task_names)
-                    resolve_task(self.model.config, protocol, task.name)
+                    _, _, accumulator = protocol_metric(self.model.config, spec.eval_protocol, task.name)
                 except KeyError as error:
                     message = str(error).strip(chr(34))
                     raise TrainingConfigError(f"tasks.{task.name}.eval_protocol: {message}") from error
-                metric = get_task_type(task).metric
-                if metric is None:
-                    raise TrainingConfigError(f"tasks.{task.name}.eval_protocol: task type {task.type!r} has no "
-                                              "metric to evaluate with")
-                accumulator = metric(task, **protocol.metric_options)
-                needed = list(accumulator.image_columns) + list(accumulator.target_columns)
-                missing = [column for column in needed if column not in rows.column_names]
-                if missing:
-                    raise TaskDataError(f"task {task.name!r}: {where} lacks column(s) {missing} (it has "
-                                        f"{rows.column_names}); the {spec.eval_protocol} protocol reads {needed}")
-            else:
-                try:
+            try:  # the columns the protocol's metric reads, or the schema's columns for the mean loss
+                if accumulator is not None:
+                    check_metric_columns(rows, task, accumulator, where)
+                else:
                     check_columns(rows, task, where)
-                except KeyError as error:
-                    raise TaskDataError(str(error).strip(chr(34))) from error
+            except KeyError as error:
+                raise TaskDataError(str(error).strip(chr(34))) from error
             self.eval_rows[task.name] = rows
 
     def _convert_sync_batchnorm(self) -> str:
