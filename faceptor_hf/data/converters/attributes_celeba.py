@@ -10,7 +10,7 @@ Splits: ``train`` (0), ``validation`` (1), ``test`` (2) and ``trainval`` (0 and 
 trains on). ``attributes`` are int8 in ``CELEBA_ATTRIBUTES`` order (+1 -> 1, -1 -> 0); the header must name the
 attributes in exactly that order.
 
-Alignment (a documented gap, docs/datasets-and-evaluation.md §3, §4.12 and §9): data.md asks for square aligned crops,
+Alignment (a documented gap, docs/datasets-and-evaluation.md §3, §4.12 and §9): square aligned crops are asked for,
 not the 178x218 images squashed to 112, and recommends the 5-point ArcFace alignment; the release annotates those 5
 points, so ``face_keypoints`` are the release's aligned-image landmarks (taken as pixel-index coordinates, as released)
 and the reader aligns them to the 112-px ArcFace template. ``align_with_landmarks=False`` leaves ``face_keypoints`` None
