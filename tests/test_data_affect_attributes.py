@@ -109,7 +109,7 @@ def test_rafdb_native_release(tmp_path):
     assert train["expression"] == [2, 0] and train["native_code"] == [5, 7]  # sad, neutral
     assert train[1]["image"].mode == "L"
     test = load_native("rafdb", str(root / "basic"), "test")  # data_dir may also be basic/ itself
-    # data.md §4.10: native 1..7 -> 3, 4, 5, 1, 2, 6, 0
+    # docs/datasets-and-evaluation.md §4.10: native 1..7 -> 3, 4, 5, 1, 2, 6, 0
     assert test["expression"] == [3, 4, 5, 1, 2, 6, 0]
     assert test.features["expression"].int2str(test["expression"]) == [
         "surprise", "fear", "disgust", "happy", "sad", "anger", "neutral"]

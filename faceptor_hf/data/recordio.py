@@ -1,6 +1,6 @@
 """Reading MXNet RecordIO files (insightface ``train.rec`` / ``train.idx``) without MXNet.
 
-Format (data.md §4.13, and dmlc-core's RecordIO that MXNet writes):
+Format (docs/datasets-and-evaluation.md §4.13, and dmlc-core's RecordIO that MXNet writes):
 
 - ``.idx`` is text, one ``key<TAB>byte_offset`` line per record (decimal integers); the offset is where the
   record's first part starts in the ``.rec`` file.
@@ -9,9 +9,9 @@ Format (data.md §4.13, and dmlc-core's RecordIO that MXNet writes):
   continuation flag, then the part's bytes, zero-padded to a multiple of 4.
 - Continuation flag: 0 = the whole record in one part; 1 = first part, 2 = middle part, 3 = last part. The
   writer splits a payload wherever the magic number occurs at a 4-byte-aligned position of the payload and
-  drops those 4 bytes, so the reader joins the parts with the magic number between them. data.md says the
-  flag can be ignored for the insightface files; reading it costs nothing and makes a payload that happens to
-  contain the magic word read back whole instead of cut short.
+  drops those 4 bytes, so the reader joins the parts with the magic number between them. docs/datasets-and-evaluation.md
+  §4.13 says the flag can be ignored for the insightface files; reading it costs nothing and makes a payload that
+  happens to contain the magic word read back whole instead of cut short.
 - A payload starts with the 24-byte ``IRHeader``: flag (uint32), label (float32), id (uint64), id2 (uint64),
   little-endian, no padding. When flag > 0 the header's label field is not used and ``flag`` float32 labels
   follow the header. The rest of the payload is the encoded image (JPEG in insightface's files).

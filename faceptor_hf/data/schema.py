@@ -1,4 +1,4 @@
-"""The common dataset schema (``shared`` spec ``datasets.md``): column names and feature types.
+"""The common dataset schema (``docs/datasets-and-evaluation.md`` §S): column names and feature types.
 
 Converters write these columns, training and evaluation read them, and a user's own data in this schema needs no
 converter. Which column holds a task's targets is the task type's ``label_column`` (task-type registry); this

@@ -1,5 +1,6 @@
-"""The tanh-warp of FaRL's face parsing (data.md §2.4): a crop whose centre band is linear and whose borders squeeze
-the whole image plane into the frame. LaPa trains and tests with ``warp_factor`` 0.8; 0 is a plain affine crop.
+"""The tanh-warp of FaRL's face parsing (docs/datasets-and-evaluation.md §2.4): a crop whose centre band is linear and
+whose borders squeeze the whole image plane into the frame. LaPa trains and tests with ``warp_factor`` 0.8; 0 is a plain
+affine crop.
 
 Coordinates follow the official (blueprint) convention: pixel-index points (pixel centre = integer), normalised
 per axis as q = x / size * 2 - 1 (divided by the size, not size - 1, so q = 0 sits at index size / 2). With

@@ -2,7 +2,8 @@
 and the square face boxes each implies.
 
 Not a converter itself (the leading underscore keeps it out of the converter discovery).
-Points are (N, 2) lists of x y; boxes are [x1, y1, x2, y2] in boundary coordinates (``datasets.md`` ``face_box``).
+Points are (N, 2) lists of x y; boxes are [x1, y1, x2, y2] in boundary coordinates (``face_box``,
+``docs/datasets-and-evaluation.md`` §S.1).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""AffectNet, 7 basic expressions (data.md §4.9), from the native release or from Faceptor's label lists.
+"""AffectNet, 7 basic expressions (docs/datasets-and-evaluation.md §4.9), from the native release or from Faceptor's
+label lists.
 
 Two layouts of ``data_dir`` are read (the native one wins where both are present):
 
@@ -13,11 +14,12 @@ test.txt), as in the paper. Only codes 0-6 are kept; contempt (7), none (8), unc
 left out by the protocol, not reported as bad. Codes 0-6 already are the task's label order (``EXPRESSION_LABELS``
 is AffectNet's order).
 
-Alignment (a documented gap, data.md §3 and §9): the native images are face photos with margin, not aligned crops,
-so ``face_keypoints`` are the 5 points of the release's 68-point annotation (eye centres = means of points 36-41
-and 42-47, nose tip 30, mouth corners 48 and 54, 0-based iBUG numbering; image-left first) and the reader aligns
-them to the 112-px ArcFace template, the alignment data.md recommends; ``face_box`` is the annotated face
-rectangle. Faceptor's ``data/`` copies are its own preprocessed crops and are used as they are (no box, no points).
+Alignment (a documented gap, docs/datasets-and-evaluation.md §3 and §9): the native images are face photos with margin,
+not aligned crops, so ``face_keypoints`` are the 5 points of the release's 68-point annotation (eye centres = means of
+points 36-41 and 42-47, nose tip 30, mouth corners 48 and 54, 0-based iBUG numbering; image-left first) and the reader
+aligns them to the 112-px ArcFace template, the alignment docs/datasets-and-evaluation.md §3 recommends; ``face_box`` is
+the annotated face rectangle. Faceptor's ``data/`` copies are its own preprocessed crops and are used as they are (no
+box, no points).
 """
 
 from __future__ import annotations
@@ -174,9 +176,10 @@ register_native_dataset(NativeDataset(
     protocol=("train = training.csv (or label/train.txt); test = the official validation set (validation.csv or "
               "label/test.txt). Codes 0-6 kept (already the task's label order); contempt, none, uncertain and "
               "no-face (7-10) left out. Native images: face_keypoints = 5 points from the 68-point annotation (eye "
-              "centres of 36-41/42-47, nose 30, mouth 48/54) for the ArcFace 112 alignment data.md recommends (its "
-              "112-px alignment is a gap), face_box = the annotated face rectangle. Faceptor's data/ copies: used "
-              "as they are. Extra columns: image_name, native_code, valence, arousal, landmarks68 (native only)."),
+              "centres of 36-41/42-47, nose 30, mouth 48/54) for the ArcFace 112 alignment "
+              "docs/datasets-and-evaluation.md §3 recommends (its 112-px alignment is a gap), face_box = the "
+              "annotated face rectangle. Faceptor's data/ copies: used as they are. Extra columns: image_name, "
+              "native_code, valence, arousal, landmarks68 (native only)."),
     # The CSV's landmarks and face rectangles refer to the raw pixels; the official loader opens with PIL.
     exif_orientation=False,
 ))

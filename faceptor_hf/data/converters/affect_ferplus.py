@@ -1,20 +1,20 @@
-"""FERPlus, 7 expressions (data.md §4.11), from FER2013's pixel CSV and FERPlus's vote CSV.
+"""FERPlus, 7 expressions (docs/datasets-and-evaluation.md §4.11), from FER2013's pixel CSV and FERPlus's vote CSV.
 
 ``data_dir`` holds ``fer2013.csv`` (Kaggle's FER2013: emotion, pixels, Usage; also found in ``fer2013/``) and
 ``fer2013new.csv`` (Microsoft's FERPlus: Usage, Image name, then 10 vote counts: neutral, happiness, surprise,
 sadness, anger, disgust, fear, contempt, unknown, NF). Record i of one file is record i of the other, as in
 FERPlus's own generation script; a record whose image name is blank is one FERPlus removed and is left out.
 
-Splits (data.md: train = train.txt + val.txt, test = test.txt, i.e. FERPlus's FER2013Train + FER2013Valid and
-FER2013Test): ``train`` = Usage Training + PublicTest, ``validation`` = PublicTest alone (contained in ``train``;
-offered for monitoring), ``test`` = PrivateTest.
+Splits (docs/datasets-and-evaluation.md §4.11: train = train.txt + val.txt, test = test.txt, i.e. FERPlus's FER2013Train
++ FER2013Valid and FER2013Test): ``train`` = Usage Training + PublicTest, ``validation`` = PublicTest alone (contained
+in ``train``; offered for monitoring), ``test`` = PrivateTest.
 
-Label ("majority" rule of the FERPlus reference code, data.md §4.11): votes of at most 1 are zeroed (outliers);
-the label is the emotion with the most remaining votes if it has more than half of the remaining total (unknown
-and NF included), else the image is unknown; unknown and NF images are left out, and so is contempt (the task has
-no contempt class; data.md marks this [inferred]). The same rule filters every split (whether Faceptor filtered
-val is a data.md gap). FERPlus labels are remapped by name to the task's order: 0->0, 1->1, 2->3, 3->2, 4->6, 5->5,
-6->4.
+Label ("majority" rule of the FERPlus reference code, docs/datasets-and-evaluation.md §4.11): votes of at most 1 are
+zeroed (outliers); the label is the emotion with the most remaining votes if it has more than half of the remaining
+total (unknown and NF included), else the image is unknown; unknown and NF images are left out, and so is contempt (the
+task has no contempt class; docs/datasets-and-evaluation.md §4.11 marks this [inferred]). The same rule filters every
+split (whether Faceptor filtered val is a gap (docs/datasets-and-evaluation.md §9)). FERPlus labels are remapped by name
+to the task's order: 0->0, 1->1, 2->3, 3->2, 4->6, 5->5, 6->4.
 
 Images: the 48x48 grayscale faces, decoded from the pixel strings and stored as PNG bytes, used as they are (they
 are FER2013's aligned crops; no box, no points).
@@ -155,12 +155,12 @@ register_native_dataset(NativeDataset(
         "image_name": Value("string"), "usage": Value("string"), "ferplus_label": Value("int8"),
         "votes": List(Value("int16"), length=len(VOTE_NAMES))}),
     layout=LAYOUT,
-    protocol=("train = FER2013 Usage Training + PublicTest (FERPlus train + val, as data.md), validation = "
-              "PublicTest alone (inside train), test = PrivateTest. Label = FERPlus 'majority' rule (votes <= 1 "
-              "zeroed; the top emotion needs > 50% of the rest); unknown, NF and contempt left out in every split; "
-              "FERPlus order remapped to the task's (0->0, 1->1, 2->3, 3->2, 4->6, 5->5, 6->4). Images: the 48x48 "
-              "grayscale pixels as PNG bytes, used as they are (no box, no points). Extra columns: image_name, "
-              "usage, ferplus_label, votes (10, FERPlus order)."),
+    protocol=("train = FER2013 Usage Training + PublicTest (FERPlus train + val, as docs/datasets-and-evaluation.md "
+              "§4.11), validation = PublicTest alone (inside train), test = PrivateTest. Label = FERPlus 'majority' "
+              "rule (votes <= 1 zeroed; the top emotion needs > 50% of the rest); unknown, NF and contempt left out "
+              "in every split; FERPlus order remapped to the task's (0->0, 1->1, 2->3, 3->2, 4->6, 5->5, 6->4). "
+              "Images: the 48x48 grayscale pixels as PNG bytes, used as they are (no box, no points). Extra columns: "
+              "image_name, usage, ferplus_label, votes (10, FERPlus order)."),
     # The official loader opens with PIL, without the EXIF orientation (the PNGs written here carry none).
     exif_orientation=False,
 ))

@@ -1,4 +1,5 @@
-"""RAF-DB basic, 7 expressions (data.md §4.10), from the native ``basic/`` release or Faceptor's layout.
+"""RAF-DB basic, 7 expressions (docs/datasets-and-evaluation.md §4.10), from the native ``basic/`` release or Faceptor's
+layout.
 
 Two layouts of ``data_dir`` (the ``basic/`` folder or the folder holding it; the native one wins where both are
 present):
@@ -9,10 +10,10 @@ present):
 
 Split: the name's prefix before the first ``_`` (``train`` 12,271, ``test`` 3,068). Native codes 1-7 (surprise,
 fear, disgust, happy, sad, anger, neutral) are remapped by name to the task's label order (``EXPRESSION_LABELS``),
-i.e. 1->3, 2->4, 3->5, 4->1, 5->2, 6->6, 7->0 as data.md gives it.
+i.e. 1->3, 2->4, 3->5, 4->1, 5->2, 6->6, 7->0 as docs/datasets-and-evaluation.md §4.10 gives it.
 
-Alignment (a documented gap, data.md §3 and §9): the release's aligned square crops are the likeliest inputs and
-are used as they are (no box, no points; the reader resizes them to 112).
+Alignment (a documented gap, docs/datasets-and-evaluation.md §3 and §9): the release's aligned square crops are the
+likeliest inputs and are used as they are (no box, no points; the reader resizes them to 112).
 """
 
 from __future__ import annotations
@@ -92,9 +93,9 @@ register_native_dataset(NativeDataset(
                                                            "native_code": Value("int8")}),
     layout=LAYOUT,
     protocol=("Split by the name prefix train_/test_. Native codes 1-7 remapped to the task's order: 1->3 surprise, "
-              "2->4 fear, 3->5 disgust, 4->1 happy, 5->2 sad, 6->6 anger, 7->0 neutral. Images: the release's "
-              "100x100 aligned crops used as they are (the 112-px alignment is a data.md gap; no box, no points). "
-              "Extra columns: image_name, native_code."),
+              "2->4 fear, 3->5 disgust, 4->1 happy, 5->2 sad, 6->6 anger, 7->0 neutral. Images: the release's 100x100 "
+              "aligned crops used as they are (the 112-px alignment is a gap (docs/datasets-and-evaluation.md §9); no "
+              "box, no points). Extra columns: image_name, native_code."),
     # The official loader opens the crops with PIL, without the EXIF orientation.
     exif_orientation=False,
 ))

@@ -1,4 +1,5 @@
-"""MORPH II (age estimation, task ``age_morph2``) from its release in Faceptor's layout (data.md §4.7).
+"""MORPH II (age estimation, task ``age_morph2``) from its release in Faceptor's layout (docs/datasets-and-evaluation.md
+§4.7).
 
 Layout of ``data_dir``:
 
@@ -7,18 +8,19 @@ Layout of ``data_dir``:
     label/RANDOM_80_20/{train,test}.txt        "<relative path> <integer age>" per line, no header (optional)
 
 Splits ``train`` and ``test``. The RANDOM_80_20 lists Faceptor used (an image-level random 80/20 split, 44,194
-training images) are not public (data.md marks the gap). When ``label/RANDOM_80_20/`` exists its lists are used as
-they are; otherwise every image under ``data/`` is assigned by a seeded image-level 80/20 split, as data.md
-recommends: images are ordered by SHA-256 of "<split_seed>/<relative path>" and the first 20 % (rounded) form
-``test``, so the split depends only on the seed and the file names (not on the library versions or the listing
-order). Ages then come from the file names (MORPH's own naming, equal to the ages of its CSV). Expect MAE
-differences of a few hundredths against the paper with a generated split.
+training images) are not public (a gap, docs/datasets-and-evaluation.md §9). When ``label/RANDOM_80_20/`` exists its
+lists are used as they are; otherwise every image under ``data/`` is assigned by a seeded image-level 80/20 split, as
+docs/datasets-and-evaluation.md §4.7 recommends: images are ordered by SHA-256 of "<split_seed>/<relative path>" and the
+first 20 % (rounded) form ``test``, so the split depends only on the seed and the file names (not on the library
+versions or the listing order). Ages then come from the file names (MORPH's own naming, equal to the ages of its CSV).
+Expect MAE differences of a few hundredths against the paper with a generated split.
 
-Alignment: Faceptor's 112-px input is a square face crop made by an unpublished aligner (data.md §3, a gap); MORPH's
-release holds uncropped mugshots. Rows carry ``face_box``/``face_keypoints`` None (the image is taken as the crop,
-right for a copy already aligned to 112 px) unless ``detect_keypoints=True``: then the package's RetinaFace runs on
-each photo and the most confident face's 5 points become ``face_keypoints`` (the reader then aligns to the ArcFace
-112-px template, data.md §3's recommendation); a photo without a detected face is a bad sample.
+Alignment: Faceptor's 112-px input is a square face crop made by an unpublished aligner (docs/datasets-and-evaluation.md
+§3, a gap); MORPH's release holds uncropped mugshots. Rows carry ``face_box``/``face_keypoints`` None (the image is
+taken as the crop, right for a copy already aligned to 112 px) unless ``detect_keypoints=True``: then the package's
+RetinaFace runs on each photo and the most confident face's 5 points become ``face_keypoints`` (the reader then aligns
+to the ArcFace 112-px template, docs/datasets-and-evaluation.md §3's recommendation); a photo without a detected face is
+a bad sample.
 
 Rows: ``image`` (path), ``age`` (float32 years), ``subject_id`` (from the MORPH file name; None when a listed name
 does not follow it).
@@ -168,13 +170,13 @@ register_native_dataset(NativeDataset(
     rows=morph2_rows,
     features=morph2_features,
     layout=LAYOUT,
-    protocol=("label/RANDOM_80_20/{train,test}.txt when present (Faceptor's lists, not public). Without them "
-              "(data.md gap): a seeded image-level 80/20 split of every image under data/ (SHA-256 of "
-              "'<split_seed>/<relative path>' orders the images, the first 20 % are test; split_seed defaults to 0) "
-              "with ages from the MORPH file names; expect small MAE differences. Alignment (data.md gap): rows "
-              "carry no face_box/face_keypoints, so the image is used as the 112-px crop (right for an aligned "
-              "copy); detect_keypoints=True adds RetinaFace's 5 points of the most confident face for ArcFace "
-              "alignment of the raw mugshots."),
+    protocol=("label/RANDOM_80_20/{train,test}.txt when present (Faceptor's lists, not public). Without them (a gap, "
+              "docs/datasets-and-evaluation.md §9): a seeded image-level 80/20 split of every image under data/ "
+              "(SHA-256 of '<split_seed>/<relative path>' orders the images, the first 20 % are test; split_seed "
+              "defaults to 0) with ages from the MORPH file names; expect small MAE differences. Alignment (a gap, "
+              "docs/datasets-and-evaluation.md §9): rows carry no face_box/face_keypoints, so the image is used as "
+              "the 112-px crop (right for an aligned copy); detect_keypoints=True adds RetinaFace's 5 points of the "
+              "most confident face for ArcFace alignment of the raw mugshots."),
     options=("detect_keypoints", "split_seed"),
     # The official loader opens the photos with PIL, without the EXIF orientation.
     exif_orientation=False,

@@ -1,4 +1,5 @@
-"""UTKFace (age estimation, task ``age_utkface``) from its release and CORAL's split files (data.md §4.8).
+"""UTKFace (age estimation, task ``age_utkface``) from its release and CORAL's split files
+(docs/datasets-and-evaluation.md §4.8).
 
 Layout of ``data_dir``:
 
@@ -8,14 +9,15 @@ Layout of ``data_dir``:
                                                          a header (",file,age"), then "<index>,<file>,<age>"
 
 Splits ``train`` and ``test`` are CORAL's lists (ages 21-60; 13,144 training images in the paper). The age is the
-true age from the file-name prefix, not the lists' age column, which CORAL stores as age - 21 (data.md marks
-whether Faceptor kept that shift as a gap; MAE does not change, the age bins do). Each listed age must be the
-file name's age or that minus 21, which catches a list that does not belong to these files. Images in neither list
-(ages outside 21-60) are left out: their number is logged as a warning when a split is read, and
-``left_out_images(data_dir)`` names them.
+true age from the file-name prefix, not the lists' age column, which CORAL stores as age - 21
+(docs/datasets-and-evaluation.md §9 marks whether Faceptor kept that shift as a gap; MAE does not change, the age bins
+do). Each listed age must be the file name's age or that minus 21, which catches a list that does not belong to these
+files. Images in neither list (ages outside 21-60) are left out: their number is logged as a warning when a split is
+read, and ``left_out_images(data_dir)`` names them.
 
-Alignment: the chips are UTKFace's own aligned square crops, the likeliest Faceptor inputs (data.md §3), so no
-detection is needed: ``face_box``/``face_keypoints`` are None and the chip is resized to 112 px.
+Alignment: the chips are UTKFace's own aligned square crops, the likeliest Faceptor inputs
+(docs/datasets-and-evaluation.md §3), so no detection is needed: ``face_box``/``face_keypoints`` are None and the chip
+is resized to 112 px.
 
 Rows: ``image`` (path), ``age`` (float32 years), ``gender`` (0 male, 1 female) and ``race`` (0-4) from the file
 name, None where the name lacks the field (a few release names skip the race).
@@ -169,9 +171,9 @@ register_native_dataset(NativeDataset(
     features=utkface_features,
     layout=LAYOUT,
     protocol=("CORAL's lists (label/{train,test}.csv or utk_train.csv/utk_test.csv, ages 21-60) decide train/test; "
-              "images in neither are left out and counted (logged). age = the true age from the file-name prefix, "
-              "not CORAL's age - 21 column (data.md gap). The aligned 200x200 chips are the crops: no face_box or "
-              "keypoints, no detection needed."),
+              "images in neither are left out and counted (logged). age = the true age from the file-name prefix, not "
+              "CORAL's age - 21 column (a gap, docs/datasets-and-evaluation.md §9). The aligned 200x200 chips are the "
+              "crops: no face_box or keypoints, no detection needed."),
     # The official loader opens the chips with PIL, without the EXIF orientation.
     exif_orientation=False,
 ))

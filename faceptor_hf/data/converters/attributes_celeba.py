@@ -1,4 +1,4 @@
-"""CelebA, 40 binary attributes (data.md §4.12), from the native release.
+"""CelebA, 40 binary attributes (docs/datasets-and-evaluation.md §4.12), from the native release.
 
 ``data_dir`` holds, flat or in the release's ``Anno/``, ``Eval/`` and ``Img/`` folders:
 ``list_attr_celeba.txt`` (an image count, a header of the 40 attribute names, then ``<image> <40 values of +1/-1>``
@@ -10,11 +10,11 @@ Splits: ``train`` (0), ``validation`` (1), ``test`` (2) and ``trainval`` (0 and 
 trains on). ``attributes`` are int8 in ``CELEBA_ATTRIBUTES`` order (+1 -> 1, -1 -> 0); the header must name the
 attributes in exactly that order.
 
-Alignment (a documented gap, data.md §3, §4.12 and §9): data.md asks for square aligned crops, not the 178x218
-images squashed to 112, and recommends the 5-point ArcFace alignment; the release annotates those 5 points, so
-``face_keypoints`` are the release's aligned-image landmarks (taken as pixel-index coordinates, as released) and
-the reader aligns them to the 112-px ArcFace template. ``align_with_landmarks=False`` leaves ``face_keypoints``
-None (the landmark file is then not needed) and the 178x218 images are used as they are.
+Alignment (a documented gap, docs/datasets-and-evaluation.md §3, §4.12 and §9): square aligned crops are asked for,
+not the 178x218 images squashed to 112, and recommends the 5-point ArcFace alignment; the release annotates those 5
+points, so ``face_keypoints`` are the release's aligned-image landmarks (taken as pixel-index coordinates, as released)
+and the reader aligns them to the 112-px ArcFace template. ``align_with_landmarks=False`` leaves ``face_keypoints`` None
+(the landmark file is then not needed) and the 178x218 images are used as they are.
 """
 
 from __future__ import annotations
@@ -177,12 +177,12 @@ register_native_dataset(NativeDataset(
     features=lambda: task_features(make_task(TASK), extra={"image_name": Value("string"),
                                                            "partition": Value("int8")}),
     layout=LAYOUT,
-    protocol=("Splits from list_eval_partition.txt: train 0, validation 1, test 2, trainval 0+1 (Faceptor trains "
-              "on trainval). attributes: +1 -> 1, -1 -> 0 in CELEBA_ATTRIBUTES order (the header is checked). "
-              "Alignment (a data.md gap): face_keypoints = the release's 5 aligned-image landmarks as pixel-index "
-              "coordinates, for the square ArcFace 112 alignment data.md recommends instead of squashing 178x218; "
-              "align_with_landmarks=False keeps the images as they are (no points). Extra columns: image_name, "
-              "partition."),
+    protocol=("Splits from list_eval_partition.txt: train 0, validation 1, test 2, trainval 0+1 (Faceptor trains on "
+              "trainval). attributes: +1 -> 1, -1 -> 0 in CELEBA_ATTRIBUTES order (the header is checked). Alignment "
+              "(a gap, docs/datasets-and-evaluation.md §9): face_keypoints = the release's 5 aligned-image landmarks "
+              "as pixel-index coordinates, for the square ArcFace 112 alignment docs/datasets-and-evaluation.md §3 "
+              "recommends instead of squashing 178x218; align_with_landmarks=False keeps the images as they are (no "
+              "points). Extra columns: image_name, partition."),
     options=("align_with_landmarks",),
     # The official loader opens the images with PIL, without the EXIF orientation; the landmarks refer to them.
     exif_orientation=False,

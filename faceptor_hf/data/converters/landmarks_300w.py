@@ -1,17 +1,18 @@
-"""300W, 68 points (data.md §4.1): HRNet's protocol CSVs over the iBUG images, or the iBUG ``.pts`` files alone.
+"""300W, 68 points (docs/datasets-and-evaluation.md §4.1): HRNet's protocol CSVs over the iBUG images, or the iBUG
+``.pts`` files alone.
 
 ``annotations="hrnet_csv"`` (default, the official protocol): ``face_landmarks_300w_{train, valid_common,
-valid_challenge, valid}.csv`` give membership, landmarks and the crop box. As FaRL and Faceptor do (datasets.md,
-"Choices fixed for the converters"), every landmark value and the box centre lose 2.0; the box is the square of side
+valid_challenge, valid}.csv`` give membership, landmarks and the crop box. As FaRL and Faceptor do
+(docs/datasets-and-evaluation.md §S.4), every landmark value and the box centre lose 2.0; the box is the square of side
 200 * scale about that centre (the 0.8 test zoom belongs to the reader, not the box). ``ibug/image_092_01.jpg`` is
 read from ``ibug/image_092 _01.jpg`` when only the native name (with its space) exists.
 
 ``annotations="native"``: the ``.pts`` files next to the images, with the usual folder partition (train = afw +
 helen/trainset + lfpw/trainset, common = helen/testset + lfpw/testset, challenge = ibug). The 1-based ``.pts``
-values lose 1.0 (pixel-index coordinates, data.md §1.3) and the box is the square HRNet derives from the landmark
-extent. [gap] data.md §4.1 leaves open how the HRNet CSV values relate to the ``.pts`` values (the reason for the
-official -2.0); if the CSVs store the ``.pts`` values unchanged the two modes differ by one pixel, so train and
-evaluate with the same mode.
+values lose 1.0 (pixel-index coordinates, docs/datasets-and-evaluation.md §1.3) and the box is the square HRNet derives
+from the landmark extent. [gap] docs/datasets-and-evaluation.md §4.1 leaves open how the HRNet CSV values relate to the
+``.pts`` values (the reason for the official -2.0); if the CSVs store the ``.pts`` values unchanged the two modes differ
+by one pixel, so train and evaluate with the same mode.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ CSV_FILES = {
     "test_challenge": "face_landmarks_300w_valid_challenge.csv",
     "test_full": "face_landmarks_300w_valid.csv",
 }
-# FaRL's offset on the HRNet CSV values (landmarks and centre); data.md §4.1 "Offset quirk".
+# FaRL's offset on the HRNet CSV values (landmarks and centre); docs/datasets-and-evaluation.md §4.1 "Offset quirk".
 CSV_OFFSET = 2.0
 PTS_OFFSET = 1.0
 # The CSVs name this image without the space its native file name has.
@@ -53,7 +54,8 @@ NATIVE_PARTS = {
     "test_full": ("helen/testset", "lfpw/testset", "ibug"),
 }
 IMAGE_EXTENSIONS = (".jpg", ".png", ".jpeg", ".JPG", ".PNG", ".JPEG")
-# 0-based point groups whose centroids' distance normalises NME (data.md §5.1); the first is the reported one.
+# 0-based point groups whose centroids' distance normalises NME (docs/datasets-and-evaluation.md §5.1); the first is the
+# reported one.
 NME_NORMALISERS = {"inter_ocular": ((36,), (45,)), "inter_pupil": (tuple(range(36, 42)), tuple(range(42, 48)))}
 ANNOTATION_SOURCES = ("hrnet_csv", "native")
 

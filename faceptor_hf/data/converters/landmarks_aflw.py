@@ -1,4 +1,5 @@
-"""AFLW-19, 19 points (data.md §4.4): CUHK's ``AFLWinfo_release.mat`` over the AFLW ``flickr`` images.
+"""AFLW-19, 19 points (docs/datasets-and-evaluation.md §4.4): CUHK's ``AFLWinfo_release.mat`` over the AFLW ``flickr``
+images.
 
 The .mat file (MATLAB v5, read with scipy) holds, per face: ``bbox`` (left, right, top, bottom), ``data`` (x1..x19
 then y1..y19), ``mask_new`` (19 visibility flags), ``nameList`` (image path relative to ``flickr/``) and ``ra``, a
@@ -6,8 +7,8 @@ then y1..y19), ``mask_new`` (19 visibility flags), ``nameList`` (image path rela
 (the "full" test set, 4,386 faces, in ``ra`` order), test_frontal = the test faces whose 19 points are all visible.
 
 The box is the stored one, reordered to (left, top, right, bottom) and used as is: no squaring or padding, so the
-crop stretches a non-square box (data.md §2.1). Landmarks are the stored values (no offset, as the official
-loader); visibility is kept as a column though neither loss nor metric uses it.
+crop stretches a non-square box (docs/datasets-and-evaluation.md §2.1). Landmarks are the stored values (no offset, as
+the official loader); visibility is kept as a column though neither loss nor metric uses it.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ MAT_FILE = "AFLWinfo_release.mat"
 TRAIN_FACES = 20000
 SPLITS = ("train", "test", "test_frontal")
 IMAGE_FOLDERS = ("data/flickr", "flickr")
-# 0-based point groups whose centroids' distance normalises NME (data.md §5.1); AFLW's reported normaliser is the
-# box diagonal instead (PROTOCOL).
+# 0-based point groups whose centroids' distance normalises NME (docs/datasets-and-evaluation.md §5.1); AFLW's reported
+# normaliser is the box diagonal instead (PROTOCOL).
 NME_NORMALISERS = {"inter_ocular": ((6,), (11,)), "inter_pupil": ((7,), (10,))}
 
 LAYOUT = ("data_dir holds AFLWinfo_release.mat and the AFLW images as data/flickr/{0,2,3}/imageXXXXX.jpg (or "

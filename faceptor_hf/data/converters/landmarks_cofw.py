@@ -1,4 +1,4 @@
-"""COFW, 29 points (data.md §4.3): images and annotations inside MATLAB files.
+"""COFW, 29 points (docs/datasets-and-evaluation.md §4.3): images and annotations inside MATLAB files.
 
 The protocol's files are HRNet's colour ``COFW_train_color.mat`` / ``COFW_test_color.mat`` (MATLAB v7.3, i.e. HDF5,
 read with h5py): ``IsTr`` / ``IsT`` are cell arrays of uint8 images (H x W or H x W x 3, already RGB), ``phisTr`` /
@@ -7,9 +7,10 @@ read with h5py): ``IsTr`` / ``IsT`` are cell arrays of uint8 images (H x W or H 
 pre-v7.3 files; their images differ from the protocol's, so scores on them are not the paper's.
 
 Each image is stored as PNG bytes as the release has it (grayscale stays "L"; readers convert). Landmarks keep the
-stored values: data.md §4.3 uses them with no offset (they are 1-based MATLAB values, and the official protocol
-trains and scores in that frame). The box is HRNet's, from the ground-truth points for train and test alike: centre
-((floor(x_min) + ceil(x_max)) / 2, likewise y), side max(ceil(x_max) - floor(x_min), ceil(y_max) - floor(y_min)).
+stored values: docs/datasets-and-evaluation.md §4.3 uses them with no offset (they are 1-based MATLAB values, and the
+official protocol trains and scores in that frame). The box is HRNet's, from the ground-truth points for train and test
+alike: centre ((floor(x_min) + ceil(x_max)) / 2, likewise y), side max(ceil(x_max) - floor(x_min), ceil(y_max) -
+floor(y_min)).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ SPLITS = ("train", "test")
 MAT_FILES = {"train": ("COFW_train_color.mat", "COFW_train.mat"), "test": ("COFW_test_color.mat", "COFW_test.mat")}
 VARIABLES = {"train": ("IsTr", "phisTr"), "test": ("IsT", "phisT")}
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-# 0-based point groups whose centroids' distance normalises NME (data.md §5.1).
+# 0-based point groups whose centroids' distance normalises NME (docs/datasets-and-evaluation.md §5.1).
 NME_NORMALISERS = {"inter_ocular": ((8,), (9,))}
 
 LAYOUT = "data_dir holds COFW_train_color.mat and COFW_test_color.mat (HRNet's colour MATLAB v7.3 files)"

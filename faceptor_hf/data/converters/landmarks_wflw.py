@@ -1,4 +1,5 @@
-"""WFLW, 98 points (data.md §4.2): HRNet's protocol CSVs, or the native ``list_98pt_rect_attr_*.txt`` lists.
+"""WFLW, 98 points (docs/datasets-and-evaluation.md §4.2): HRNet's protocol CSVs, or the native
+``list_98pt_rect_attr_*.txt`` lists.
 
 ``annotations="hrnet_csv"`` (default, the official protocol): ``face_landmarks_wflw_{train, test, test_<subset>}.csv``
 give membership, landmarks (no offset, unlike 300W) and the crop box, the square of side 200 * scale about
@@ -31,7 +32,8 @@ SPLITS = ("train", "test") + tuple(f"test_{subset}" for subset in SUBSETS)
 FLAG_COLUMNS = tuple(f"is_{subset}" for subset in SUBSETS)
 NATIVE_LIST_FOLDERS = ("WFLW_annotations/list_98pt_rect_attr_train_test", "list_98pt_rect_attr_train_test", "")
 NATIVE_FIELDS = 2 * NUM_POINTS + 4 + len(SUBSETS) + 1
-# 0-based point groups whose centroids' distance normalises NME (data.md §5.1); the first is the reported one.
+# 0-based point groups whose centroids' distance normalises NME (docs/datasets-and-evaluation.md §5.1); the first is the
+# reported one.
 NME_NORMALISERS = {"inter_ocular": ((60,), (72,)), "inter_pupil": ((96,), (97,))}
 ANNOTATION_SOURCES = ("hrnet_csv", "native")
 # Landmark values are compared at this many decimals when matching rows across CSVs (they share one writer).

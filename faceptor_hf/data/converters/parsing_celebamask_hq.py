@@ -1,4 +1,5 @@
-"""CelebAMask-HQ (19-class face parsing, task ``parsing_celebam``) from its native release (data.md §4.5).
+"""CelebAMask-HQ (19-class face parsing, task ``parsing_celebam``) from its native release
+(docs/datasets-and-evaluation.md §4.5).
 
 Layout of ``data_dir`` (the release folder, or a folder holding it as ``CelebAMask-HQ/``):
 

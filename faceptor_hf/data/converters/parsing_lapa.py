@@ -1,4 +1,4 @@
-"""LaPa (11-class face parsing, task ``parsing_lapa``) from its native release (data.md §4.6).
+"""LaPa (11-class face parsing, task ``parsing_lapa``) from its native release (docs/datasets-and-evaluation.md §4.6).
 
 Layout of ``data_dir`` (the extracted ``LaPa.tar.gz``, or a folder holding it as ``LaPa/``):
 
@@ -12,8 +12,8 @@ label or landmark file is reported (a label without a photo is how a missing pho
 
 Rows: ``image`` and ``mask`` are the release's files (the native ids 0 ... 10 are ``LAPA_LABELS`` order, kept
 unchanged); ``face_keypoints`` = the 106 landmarks [104, 105, 54, 84, 90] as released (eye centres, nose tip, mouth
-corners: the FaRL 5-point alignment of data.md §2.2, used for train and test alike); ``landmarks_106`` (106, 2) is
-the whole landmark file. ``face_box`` is None.
+corners: the FaRL 5-point alignment of docs/datasets-and-evaluation.md §2.2, used for train and test alike);
+``landmarks_106`` (106, 2) is the whole landmark file. ``face_box`` is None.
 """
 
 from __future__ import annotations

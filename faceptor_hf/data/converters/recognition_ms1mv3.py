@@ -1,4 +1,5 @@
-"""MS1MV3 (recognition training, data.md §4.13): insightface's ``ms1m-retinaface-t1`` RecordIO release.
+"""MS1MV3 (recognition training, docs/datasets-and-evaluation.md §4.13): insightface's ``ms1m-retinaface-t1`` RecordIO
+release.
 
 Layout: ``train.rec`` + ``train.idx`` (MXNet RecordIO, read by ``faceptor_hf.data.recordio`` without MXNet) and,
 optionally, ``property`` (text ``<identities>,<height>,<width>``, ``93431,112,112`` for MS1MV3).
@@ -12,9 +13,9 @@ Which records are images (as insightface's ``MXFaceDataset`` reads them):
 
 Rows: ``image`` = the record's JPEG bytes (already ArcFace-aligned 112x112; no ``face_box`` or
 ``face_keypoints``: readers resize, schema rule 3), ``identity`` = the record's first float label as an integer
-(datasets.md; the IRHeader's ``id``/``id2`` fields are record ids, not labels), ``record_key`` = the RecordIO key.
-The image's ``path`` is ``<train.rec>:<key>``, naming the record (it is not a file). With a ``property`` file,
-an identity outside 0 … identities − 1 is a bad sample.
+(docs/datasets-and-evaluation.md §S.4; the IRHeader's ``id``/``id2`` fields are record ids, not labels), ``record_key``
+= the RecordIO key. The image's ``path`` is ``<train.rec>:<key>``, naming the record (it is not a file). With a
+``property`` file, an identity outside 0 … identities − 1 is a bad sample.
 
 Scale: 5,179,510 images, so rows stream. ``ms1mv3_shards`` reads ``train.idx`` once, line by line, and cuts it into
 up to ``SHARD_COUNT`` byte ranges of whole lines; ``load_native(..., num_proc=N)`` shares those ranges between N

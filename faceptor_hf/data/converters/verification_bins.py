@@ -1,4 +1,5 @@
-"""Face-verification sets LFW, CFP-FP, AgeDB-30, CALFW, CPLFW (data.md §4.14): insightface ``<name>.bin`` files.
+"""Face-verification sets LFW, CFP-FP, AgeDB-30, CALFW, CPLFW (docs/datasets-and-evaluation.md §4.14): insightface
+``<name>.bin`` files.
 
 Each file is a pickle of the 2-tuple ``(bins, issame_list)``: ``bins`` a list of 2N encoded images (JPEG bytes,
 ArcFace-aligned 112x112), ``issame_list`` N bools; pair i is images 2i and 2i+1. insightface wrote them from
@@ -8,8 +9,8 @@ Python 2 (images as ``str``), so they are read with ``encoding="bytes"`` — and
 
 Rows (``verification_features()``): ``image_a``, ``image_b`` (the pair's JPEG bytes; ``path`` ``<file>:<index>``
 names the image in the file, it is not a file), ``is_same``, ``fold`` = i // (N / 10), computed exactly as
-10·i // N: the 10 contiguous folds of the official protocol (data.md §5.4; sklearn ``KFold(10)`` gives the same
-blocks when N is a multiple of 10, as it is for all five sets). One dataset per file, split ``test``.
+10·i // N: the 10 contiguous folds of the official protocol (docs/datasets-and-evaluation.md §5.4; sklearn ``KFold(10)``
+gives the same blocks when N is a multiple of 10, as it is for all five sets). One dataset per file, split ``test``.
 
 The whole file is one pickle, so it is loaded at once (the largest, CFP-FP's 14,000 images, is about 100 MB).
 A file that is not such a tuple, or whose image and pair counts disagree, stops the conversion; an image that
@@ -90,5 +91,6 @@ for _name, (_file, _title, _pairs) in VERIFICATION_SETS.items():
         layout=_layout(_name),
         protocol=(f"{_title}: the official {_pairs:,} pairs in file order (pair i = images 2i, 2i+1), fold = "
                   "i // (pairs / 10) (10 contiguous folds); images are the file's ArcFace-aligned 112x112 JPEGs. "
-                  "Scored by 10-fold verification accuracy with flip-sum embeddings (data.md §5.4)."),
+                  "Scored by 10-fold verification accuracy with flip-sum embeddings "
+                  "(docs/datasets-and-evaluation.md §5.4)."),
     ))
