@@ -1,4 +1,4 @@
-"""The tanh-warp of FaRL's face parsing (data.md §2.4): a crop whose centre band is linear and whose borders squeeze
+"""The tanh-warp of FaRL's face parsing: a crop whose centre band is linear and whose borders squeeze
 the whole image plane into the frame. LaPa trains and tests with ``warp_factor`` 0.8; 0 is a plain affine crop.
 
 Coordinates follow the official (blueprint) convention: pixel-index points (pixel centre = integer), normalised
@@ -8,8 +8,8 @@ wf = ``warp_factor``, the band |q| <= 1 - wf stays linear; outside it
     forward (aligned -> warped):  q' = sign(q) * (tanh((|q| - (1 - wf)) / wf) * wf + (1 - wf))
     inverse (warped -> aligned):  q  = sign(q') * (atanh(clip((|q'| - (1 - wf)) / wf, 0.999)) * wf + (1 - wf))
 
-``matrix`` arguments are (2, 3) image -> aligned-crop matrices (``geometry.row_matrix``); the warp is applied on
-top. Images (C, H, W) float; maps (C, size, size) in the warped frame; points (..., 2) XY.
+``matrix`` arguments are (2, 3) image -> aligned-crop matrices (``dataset_crops.row_matrix``); the warp is applied
+on top. Images (C, H, W) float; maps (C, size, size) in the warped frame; points (..., 2) XY.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..face_alignment import invert_affine, transform_points
+from .face_alignment import invert_affine, transform_points
 
 ATANH_CLIP = 0.999
 
