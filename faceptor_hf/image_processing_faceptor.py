@@ -13,7 +13,7 @@ requested device, with pixel-index coordinates (pixel centres at integers) throu
 
 
 import difflib
-from typing import TypedDict
+from typing import Callable, Sequence, TypedDict
 
 import numpy as np
 import torch
@@ -22,9 +22,11 @@ from huggingface_hub.dataclasses import validate_typed_dict
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.image_processing_utils import BaseImageProcessor
 
+from .dataset_crops import is_whole_image, row_matrix, warp_image
 from .face_alignment import (
     arcface_template,
     box_crop_matrix,
+    compose,
     crop_footprint,
     farl_template,
     invert_affine,
@@ -36,8 +38,9 @@ from .face_alignment import (
     warp_faces,
 )
 from .image_loading import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
+from .tanh_warp import tanh_warp_image
 from .task_decoding import MASK_FORMATS, decode_mask, encode_mask, parsing_labels, upsampled_mask_logits
-from .task_types import FaceptorTask, get_task_type, make_task
+from .task_types import INPUT_SIZE_OF, FaceptorTask, get_task_type, make_task
 
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
@@ -119,8 +122,9 @@ class FaceptorImageProcessor(BaseImageProcessor):
                  dense_image_std=None, dense_face_scale=0.9, box_face_scale=0.8, max_image_size=4096,
                  max_pixels=DEFAULT_MAX_PIXELS, **kwargs):
         super().__init__(**kwargs)
-        self.size = size or {"height": 112, "width": 112}
-        self.dense_size = dense_size or {"height": 512, "width": 512}
+        small, dense = INPUT_SIZE_OF["pixel_values"], INPUT_SIZE_OF["dense_pixel_values"]
+        self.size = size or {"height": small, "width": small}
+        self.dense_size = dense_size or {"height": dense, "width": dense}
         self.image_mean = list(image_mean or [0.5, 0.5, 0.5])
         self.image_std = list(image_std or [0.5, 0.5, 0.5])
         self.dense_image_mean = list(dense_image_mean or CLIP_MEAN)
@@ -355,6 +359,76 @@ class FaceptorImageProcessor(BaseImageProcessor):
             restored = unwarp_map(upsampled, matrix.to(upsampled.device), region)
             mask[y0:y1, x0:x1] = parsing_labels(restored).to(torch.uint8).cpu()
         return mask
+
+    # ---- dataset rows ------------------------------------------------------------------------------------------
+    # Per model input: the attributes holding its crop size and its normalization statistics.
+    ATTRIBUTES_OF_INPUT = {"pixel_values": ("size", "image_mean", "image_std"),
+                           "dense_pixel_values": ("dense_size", "dense_image_mean", "dense_image_std")}
+
+    def _input_attributes(self, model_input: str) -> list:
+        if model_input not in self.ATTRIBUTES_OF_INPUT:
+            raise ValueError(f"model_input must be one of {list(self.ATTRIBUTES_OF_INPUT)}, got {model_input!r}")
+        return [getattr(self, name) for name in self.ATTRIBUTES_OF_INPUT[model_input]]
+
+    def crop_size(self, model_input: str) -> int:
+        """Side S of the square crops of ``model_input``: ``size`` (112) or ``dense_size`` (512)."""
+        size = self._input_attributes(model_input)[0]
+        if size["height"] != size["width"]:
+            raise ValueError(f"{model_input} crops must be square, the processor's size is {size}")
+        return int(size["height"])
+
+    def normalization(self, model_input: str) -> tuple[list[float], list[float]]:
+        """(mean, std) per channel of ``model_input``: ``image_mean``/``image_std`` or the dense ones."""
+        _, mean, std = self._input_attributes(model_input)
+        return mean, std
+
+    def normalize(self, crops: torch.Tensor, model_input: str) -> torch.Tensor:
+        """(..., 3, S, S) float crops in [0, 1] -> (crops - mean) / std with the statistics of ``model_input``."""
+        mean, std = self.normalization(model_input)
+        mean = torch.tensor(mean, dtype=crops.dtype, device=crops.device)[:, None, None]
+        std = torch.tensor(std, dtype=crops.dtype, device=crops.device)[:, None, None]
+        return (crops - mean) / std
+
+    def crop_row(self, row: dict, model_input: str, *, zoom: float = 1.0, dense_face_scale: float = 1.0,
+                 warp_factor: float = 0.0, training_resize: bool = False,
+                 crop_transforms: Sequence[torch.Tensor] = (),
+                 augment_crop: Callable[[torch.Tensor], torch.Tensor] | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model crop of one dataset row, cut as the official training and test pipelines cut it
+        (``dataset_crops``: keypoint similarity, official box crop, or the whole image resized; bilinear without
+        prefilter, unlike ``preprocess``'s photo crops), then normalized.
+
+        Args:
+            row: ``image`` (any image ``load_image`` reads, e.g. a decoded (3, H, W) float tensor in [0, 1]),
+                ``face_keypoints`` (5, 2) and ``face_box`` (4,) XY in image pixels, each optional.
+            model_input: ``"pixel_values"`` or ``"dense_pixel_values"``; picks the size, template and statistics.
+            zoom: box crops shrink about the crop centre by this (0.8 for 300W/WFLW/COFW).
+            dense_face_scale: FaRL template scale of keypoint crops at 512 px (1.0 as the datasets were trained;
+                not the processor's ``dense_face_scale`` for photos).
+            warp_factor: FaRL's tanh-warp on top of the crop (LaPa: 0.8; 0 = the plain crop).
+            training_resize: an already-cropped image takes the official training resize (``whole_image_matrix``).
+            crop_transforms: (2, 3) crop -> crop matrices (augmentations such as a random similarity, a flip)
+                composed on top of the row's matrix, in order.
+            augment_crop: applied to the (3, S, S) crop in [0, 1] before normalization (photometric augmentation).
+
+        Returns ``(pixels, matrix)``: (3, S, S) normalized crop and the (2, 3) float64 image -> crop matrix
+        (``crop_transforms`` included; labels go through it with ``dataset_crops.warp_points`` / ``warp_mask``).
+        Raises ``ValueError`` for a box without area or keypoints / box that give no finite crop.
+        """
+        image = load_image(row["image"], max_pixels=self.max_pixels)
+        size = self.crop_size(model_input)
+        matrix = row_matrix(row, model_input, tuple(image.shape[-2:]), zoom, dense_face_scale, training_resize, size)
+        if not torch.isfinite(matrix).all():
+            raise FaceInputError("face_keypoints / face_box give no usable crop (NaN, infinite or degenerate)")
+        for transform in crop_transforms:
+            matrix = compose(transform, matrix)
+        if warp_factor:
+            crop = tanh_warp_image(image, matrix, size, warp_factor)
+        else:
+            crop = warp_image(image, matrix, size, whole_image=is_whole_image(row), training=training_resize)
+        if augment_crop is not None:
+            crop = augment_crop(crop)
+        return self.normalize(crop, model_input), matrix
 
 
 def _task_list(tasks) -> list[FaceptorTask]:

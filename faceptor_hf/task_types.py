@@ -39,7 +39,8 @@ from .task_decoding import (
 )
 
 READOUTS = ("embedding", "value", "map")
-# Identity/attribute tasks read 112x112 ArcFace-aligned crops; dense tasks read 512x512 FaRL-aligned crops.
+# Identity/attribute tasks read 112x112 ArcFace-aligned crops; dense tasks read 512x512 FaRL-aligned crops. The one
+# definition of the crop sides: the image processor's default sizes and the row crops derive from it.
 MODEL_INPUTS = ("pixel_values", "dense_pixel_values")
 INPUT_SIZE_OF = {"pixel_values": 112, "dense_pixel_values": 512}
 

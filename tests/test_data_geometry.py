@@ -8,7 +8,7 @@ import numpy as np
 import PIL.Image
 import torch
 
-from faceptor_hf.data.geometry import (
+from faceptor_hf.dataset_crops import (
     box_crop_matrix_official,
     centre_similarity,
     horizontal_flip,

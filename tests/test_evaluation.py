@@ -18,11 +18,11 @@ from faceptor_hf import FaceptorImageProcessor, FaceptorModel
 from faceptor_hf.commands import main
 from faceptor_hf.configuration_faceptor import make_task
 from faceptor_hf.data import NATIVE_DATASETS, DatasetFormatError, NativeDataset, task_features, verification_features
-from faceptor_hf.data.geometry import row_matrix, warp_points
-from faceptor_hf.data.tanh_warp import tanh_unwarp_map, tanh_warp_image, tanh_warp_points, untanh_warp_points
+from faceptor_hf.dataset_crops import row_matrix, warp_points
 from faceptor_hf.evaluation import PROTOCOLS, EvaluationBatch, evaluate, find_protocol
 from faceptor_hf.evaluation.evaluate import BatchPreparer
 from faceptor_hf.evaluation.report import paper_rows
+from faceptor_hf.tanh_warp import tanh_unwarp_map, tanh_warp_image, tanh_warp_points, untanh_warp_points
 from faceptor_hf.task_types import TASK_TYPES
 
 from conftest import tiny_config
@@ -138,11 +138,10 @@ def test_crops_use_the_processor_statistics_of_the_input():
     white = PIL.Image.new("RGB", (112, 112), (255, 255, 255))
     dataset = Dataset.from_dict({"image": [white], "age": [30.0]})
     protocol = PROTOCOLS["morph2"]
-    preparer = BatchPreparer(dataset, ("image",), "pixel_values", protocol, [0.5] * 3, [0.5] * 3, "test")
+    preparer = BatchPreparer(dataset, ("image",), "pixel_values", protocol, FaceptorImageProcessor(), "test")
     assert torch.allclose(preparer([0]).pixels["image"], torch.ones(1, 3, 112, 112))
     processor = FaceptorImageProcessor(image_mean=[0.0] * 3, image_std=[0.25] * 3)
-    preparer = BatchPreparer(dataset, ("image",), "pixel_values", protocol, processor.image_mean,
-                             processor.image_std, "test")
+    preparer = BatchPreparer(dataset, ("image",), "pixel_values", protocol, processor, "test")
     assert torch.allclose(preparer([0]).pixels["image"], torch.full((1, 3, 112, 112), 4.0))
 
 

@@ -20,8 +20,8 @@ from conftest import tiny_config
 
 PACKAGE = Path(__file__).parent.parent / "faceptor_hf"
 MODEL_FILES = {"configuration_faceptor.py", "modeling_faceptor.py", "task_types.py", "task_decoding.py"}
-PROCESSOR_FILES = {"image_processing_faceptor.py", "face_alignment.py", "image_loading.py", "task_types.py",
-                   "task_decoding.py"}
+PROCESSOR_FILES = {"image_processing_faceptor.py", "face_alignment.py", "dataset_crops.py", "tanh_warp.py",
+                   "image_loading.py", "task_types.py", "task_decoding.py"}
 PIPELINE_FILES = MODEL_FILES | PROCESSOR_FILES | {"pipeline_face_analysis.py", "face_detection.py"}
 # What a remote-code loader must have installed: the standard library and the design card's packages, nothing of
 # faceptor_hf.

@@ -60,7 +60,9 @@ def row_for(column: str) -> dict:
 
 def crop_intensity(example, builder) -> torch.Tensor:
     """(S, S) mean over channels of the un-normalised crop, in [0, 1]."""
-    return (example["pixel_values"] * builder.std + builder.mean).mean(0)
+    mean, std = (torch.tensor(values)[:, None, None] for values in builder.processor.normalization(
+        builder.task.model_input))
+    return (example["pixel_values"] * std + mean).mean(0)
 
 
 # ---- shapes, dtypes, normalisation ------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """One evaluated batch: a task's raw model outputs, the dataset rows they came from, and the crop geometry that maps
-predictions back to the original images (data.md §2.8). Task-type metrics (``task_metrics``) read it.
+predictions back to the original images. Task-type metrics (``task_metrics``) read it.
 
 Shapes: B = rows of the batch, S = crop side (112 or 512), N = landmarks, C = classes.
 """
@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..data.geometry import unwarp_points
-from ..data.tanh_warp import tanh_unwarp_map, untanh_warp_points
+from ..dataset_crops import unwarp_points
 from ..face_alignment import compose, resize_matrix
+from ..tanh_warp import tanh_unwarp_map, untanh_warp_points
 from ..task_decoding import parsing_labels, upsampled_mask_logits
 from ..task_types import FaceptorTask, get_task_type
 

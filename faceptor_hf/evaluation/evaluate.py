@@ -4,8 +4,9 @@
     result = evaluate(model, load_native("300w", "/data/300W", split="test_common"), "300w", split="test_common")
     result["nme_inter_ocular"], result.paper, result.predictions[0]
 
-Each row becomes the model's crop by the schema's one rule (``data.geometry.row_matrix``) with the protocol's
-zoom and template scale (plus LaPa's tanh-warp), normalised with the image processor's statistics of that input.
+Each row becomes the model's crop through the image processor (``FaceptorImageProcessor.crop_row``: the schema's
+one rule, ``dataset_crops.row_matrix``) with the protocol's zoom and template scale (plus LaPa's tanh-warp),
+normalized with the processor's statistics of that input.
 Predictions are decoded by the task type (``TaskType.decode``) and mapped back to the original image by the task
 type's metric (``TaskType.metric``, see ``task_metrics``), which scores them.
 """
@@ -19,18 +20,12 @@ import torch
 from tqdm.auto import tqdm
 
 from ..configuration_faceptor import make_task
-from ..data.geometry import CROP_SIZE, is_whole_image, row_matrix, warp_image
 from ..data.schema import FACE_BOX, FACE_KEYPOINTS, IMAGE
-from ..data.tanh_warp import tanh_warp_image
 from ..image_loading import ImageLoadError, load_image
 from ..image_processing_faceptor import FaceptorImageProcessor
 from ..task_types import FaceptorTask, get_task_type
 from .batch import EvaluationBatch
 from .protocols import PROTOCOLS, PaperFigure, Protocol, default_protocol, find_protocol
-
-# Which processor attributes normalise each model input.
-NORMALISATION_OF_INPUT = {"pixel_values": ("image_mean", "image_std"),
-                          "dense_pixel_values": ("dense_image_mean", "dense_image_std")}
 
 
 class EvaluationResult(dict):
@@ -99,35 +94,26 @@ class PreparedBatch:
 
 
 class BatchPreparer:
-    """Rows -> crops (a picklable ``collate_fn``, so decoding and warping can run in DataLoader workers)."""
+    """Rows -> crops by ``processor.crop_row`` (a picklable ``collate_fn``, so decoding and warping can run in
+    DataLoader workers)."""
 
-    def __init__(self, dataset, image_columns: tuple[str, ...], model_input: str, protocol: Protocol, mean, std,
-                 where: str):
+    def __init__(self, dataset, image_columns: tuple[str, ...], model_input: str, protocol: Protocol,
+                 processor: FaceptorImageProcessor, where: str):
         self.dataset, self.image_columns, self.model_input = dataset, image_columns, model_input
-        self.protocol, self.where = protocol, where
-        self.mean = torch.tensor(mean, dtype=torch.float32)[:, None, None]
-        self.std = torch.tensor(std, dtype=torch.float32)[:, None, None]
-        self.size = CROP_SIZE[model_input]
+        self.protocol, self.processor, self.where = protocol, processor, where
 
     def crop(self, image, hints: dict, index: int, column: str):
         try:
             pixels = load_image(image, index)
         except ImageLoadError as error:
             raise ImageLoadError(f"{self.where}, row {index}, column {column!r}: {error}") from error
-        height, width = pixels.shape[-2:]
         try:
-            matrix = row_matrix(hints, self.model_input, (height, width), self.protocol.zoom,
-                                self.protocol.dense_face_scale)
+            crop, matrix = self.processor.crop_row({IMAGE: pixels, **hints}, self.model_input, zoom=self.protocol.zoom,
+                                                   dense_face_scale=self.protocol.dense_face_scale,
+                                                   warp_factor=self.protocol.warp_factor)
         except ValueError as error:
             raise ValueError(f"{self.where}, row {index}: {error}") from error
-        if not torch.isfinite(matrix).all():
-            raise ValueError(f"{self.where}, row {index}: face_keypoints / face_box give no usable crop (NaN, "
-                             "infinite or degenerate)")
-        if self.protocol.warp_factor:
-            crop = tanh_warp_image(pixels, matrix, self.size, self.protocol.warp_factor)
-        else:
-            crop = warp_image(pixels, matrix, self.size, whole_image=is_whole_image(hints))
-        return (crop - self.mean) / self.std, matrix, (height, width)
+        return crop, matrix, tuple(pixels.shape[-2:])
 
     def __call__(self, indices: list[int]) -> PreparedBatch:
         rows = self.dataset[list(indices)]
@@ -191,7 +177,7 @@ def evaluate(model, dataset, name: str, *, task: str | None = None, split: str |
             one of the model's task names (the schema's crop rule and the type's default metric).
         task: the model task to evaluate when it is not the protocol's official one.
         split: the split's name (picks the paper's figures; needed to pick from a ``DatasetDict``).
-        processor: pixel statistics of the model's inputs (default ``FaceptorImageProcessor()``).
+        processor: cuts and normalizes the crops (``crop_row``; default ``FaceptorImageProcessor()``).
         batch_size, device (default: the model's; the model is moved there), limit (first rows only),
         num_workers (DataLoader workers decoding and warping), progress (a progress bar),
         keep_predictions (per-row records in ``result.predictions``).
@@ -213,9 +199,7 @@ def evaluate(model, dataset, name: str, *, task: str | None = None, split: str |
         raise ValueError(f"{where}: the dataset has no rows")
 
     processor = processor or FaceptorImageProcessor()
-    mean_name, std_name = NORMALISATION_OF_INPUT[model_task.model_input]
-    preparer = BatchPreparer(dataset, accumulator.image_columns, model_task.model_input, protocol,
-                             getattr(processor, mean_name), getattr(processor, std_name), where)
+    preparer = BatchPreparer(dataset, accumulator.image_columns, model_task.model_input, protocol, processor, where)
     loader = torch.utils.data.DataLoader(range(len(dataset)), batch_size=batch_size, collate_fn=preparer,
                                          num_workers=num_workers)
     if device is not None:
@@ -229,7 +213,8 @@ def evaluate(model, dataset, name: str, *, task: str | None = None, split: str |
         with torch.inference_mode():
             for prepared in tqdm(loader, desc=f"evaluate {where}", unit="batch", disable=not progress,
                                  file=sys.stderr):
-                batch = _run_model(model, model_task, prepared, device, dtype, flip_sum, protocol)
+                batch = _run_model(model, model_task, prepared, device, dtype, flip_sum, protocol,
+                                   processor.crop_size(model_task.model_input))
                 records = accumulator.update(batch)
                 if keep_predictions:
                     predictions += [{"index": index, **record} for index, record in zip(prepared.indices, records)]
@@ -241,7 +226,7 @@ def evaluate(model, dataset, name: str, *, task: str | None = None, split: str |
 
 
 def _run_model(model, task: FaceptorTask, prepared: PreparedBatch, device, dtype, flip_sum: bool,
-               protocol: Protocol) -> EvaluationBatch:
+               protocol: Protocol, crop_size: int) -> EvaluationBatch:
     raw, points = {}, {}
     for column, pixels in prepared.pixels.items():
         pixels = pixels.to(device, dtype)
@@ -254,7 +239,7 @@ def _run_model(model, task: FaceptorTask, prepared: PreparedBatch, device, dtype
             raw[column] = raw[column].double() + mirrored.double()
             points[column] = None
     return EvaluationBatch(task=task, raw=raw, rows=prepared.rows, matrices=prepared.matrices,
-                           image_sizes=prepared.image_sizes, crop_size=CROP_SIZE[task.model_input],
+                           image_sizes=prepared.image_sizes, crop_size=crop_size,
                            indices=prepared.indices, warp_factor=protocol.warp_factor,
                            score_size=protocol.score_size, normalized_points=points)
 

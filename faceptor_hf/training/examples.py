@@ -4,14 +4,15 @@
     example = builder(row, numpy.random.default_rng(seed))      # {"pixel_values": (3, S, S), "target": ...}
     batch = collate_examples([example, ...])                     # stacked tensors
 
-The crop follows the one row -> crop rule (``data.geometry.row_matrix``; with ``train`` an already-cropped image
-takes the official training resize, timm's centre square + bicubic at 112 px except for recognition, else the
-evaluation one); training augmentations (``training.augmentation``) compose with that matrix, so masks and
-landmarks go through exactly the image's geometry, and a horizontal flip also reorders the labels by the task
-type's ``flip_permutation``. The target is read from the task type's ``label_column``; how each column becomes a
-tensor is the table ``TARGET_OF_COLUMN`` (``register_target_column`` adds a column for a new task type). Every
-label is checked against the task (counts, class ranges, mask ids), and a bad one raises ``TrainingExampleError``
-naming the task, the column and the row.
+The crop is the image processor's (``FaceptorImageProcessor.crop_row``: the one row -> crop rule of
+``dataset_crops``, size and statistics of the task's input; with ``train`` an already-cropped image takes the
+official training resize, timm's centre square + bicubic at 112 px except for recognition, else the evaluation
+one); training augmentations (``training.augmentation``) go in as crop matrices composed with the row's and a
+photometric step on the crop, so masks and landmarks go through exactly the image's geometry, and a horizontal flip
+also reorders the labels by the task type's ``flip_permutation``. The target is read from the task type's
+``label_column``; how each column becomes a tensor is the table ``TARGET_OF_COLUMN`` (``register_target_column``
+adds a column for a new task type). Every label is checked against the task (counts, class ranges, mask ids), and a
+bad one raises ``TrainingExampleError`` naming the task, the column and the row.
 
 Targets per column (S = crop side, 112 or 512): identity int64 (); age float32 (); attributes int8 (A,);
 expression / label int64 (); mask int64 (S, S); landmarks float32 (N, 2) crop pixel-index XY; values float32 (N,).
@@ -28,23 +29,15 @@ import numpy as np
 import PIL.Image
 import torch
 
-from ..data.geometry import (
-    CROP_SIZE,
-    horizontal_flip,
-    is_whole_image,
-    row_matrix,
-    warp_image,
-    warp_mask,
-    warp_points,
-)
 from ..data.schema import FACE_BOX, FACE_KEYPOINTS, IMAGE
-from ..data.tanh_warp import tanh_warp_image, tanh_warp_points
-from ..face_alignment import compose
+from ..dataset_crops import horizontal_flip, warp_mask, warp_points
 from ..image_loading import ImageLoadError, load_image
 from ..image_processing_faceptor import FaceptorImageProcessor
+from ..tanh_warp import tanh_warp_image, tanh_warp_points
 from ..task_types import FaceptorTask, get_task_type
 from .augmentation import (
     Augmentation,
+    Augmentation112,
     Augmentation512,
     check_augmentation,
     default_augmentation,
@@ -71,7 +64,7 @@ class TargetContext:
         image_size: (H, W) of the row's image.
         flip: the task type's flip permutation when this example is mirrored, else None.
         num_identities: identity count of a recognition task when known (bounds ``identity``).
-        warp_factor: tanh-warp applied after ``matrix`` (``data.tanh_warp``; 0 = plain crop).
+        warp_factor: tanh-warp applied after ``matrix`` (``tanh_warp``; 0 = plain crop).
     """
 
     task: FaceptorTask
@@ -276,11 +269,6 @@ def register_target_column(column: str, reader: Callable[[object, TargetContext]
 # Target columns whose official training transform resizes an already-cropped image as the test transform does
 # (recognition: torchvision Resize, PIL bilinear); the others train through timm's (centre square, bicubic).
 TEST_RESIZE_IN_TRAINING = {"identity"}
-# Which processor statistics normalise each input group.
-NORMALISATION_OF_INPUT = {
-    "pixel_values": ("image_mean", "image_std"),
-    "dense_pixel_values": ("dense_image_mean", "dense_image_std"),
-}
 
 
 class TaskExampleBuilder:
@@ -289,12 +277,12 @@ class TaskExampleBuilder:
     Args:
         task: the model's task (its type's ``label_column`` is the target column).
         train: augment (``augmentation``); False gives the deterministic evaluation crop.
-        processor: source of the normalisation statistics of each input group.
+        processor: cuts and normalizes the crops (``crop_row``; its crop size and statistics per input).
         augmentation: ``Augmentation112`` / ``Augmentation512`` settings; None = the official ones for the task
             (``augmentation.default_augmentation``). Ignored when ``train`` is False.
-        zoom, dense_face_scale: crop rule of ``data.geometry.row_matrix`` (box crops: 0.8 for 300W/WFLW/COFW).
+        zoom, dense_face_scale: crop rule of ``dataset_crops.row_matrix`` (box crops: 0.8 for 300W/WFLW/COFW).
         num_identities: identity count of a recognition task, to refuse out-of-range ids (None: only >= 0).
-        warp_factor: FaRL's tanh-warp on top of the crop (``data.tanh_warp``; LaPa 0.8, data.md §2.4), for
+        warp_factor: FaRL's tanh-warp on top of the crop (``tanh_warp``; LaPa 0.8), for
             image and labels alike; 0 = the plain crop.
     Raises ``ValueError`` naming the task when the augmentation does not fit it, or the target column has no
     reader.
@@ -312,11 +300,8 @@ class TaskExampleBuilder:
         if self.column not in TARGET_OF_COLUMN:
             raise ValueError(f"task {task.name!r}: no target reader for column {self.column!r}; add one with "
                              "faceptor_hf.training.examples.register_target_column")
-        self.crop_size = CROP_SIZE[task.model_input]
-        processor = processor if processor is not None else FaceptorImageProcessor()
-        mean_name, std_name = NORMALISATION_OF_INPUT[task.model_input]
-        self.mean = torch.tensor(getattr(processor, mean_name), dtype=torch.float32)[:, None, None]
-        self.std = torch.tensor(getattr(processor, std_name), dtype=torch.float32)[:, None, None]
+        self.processor = processor if processor is not None else FaceptorImageProcessor()
+        self.crop_size = self.processor.crop_size(task.model_input)
         if train:
             self.augmentation = augmentation if augmentation is not None else default_augmentation(task)
         else:
@@ -334,6 +319,21 @@ class TaskExampleBuilder:
         # row_matrix applies ``zoom`` to box crops only (rule 2); the random scale is relative to what it applied.
         return self.zoom if row.get(FACE_KEYPOINTS) is None and row.get(FACE_BOX) is not None else 1.0
 
+    def _draw_augmentation(self, row: dict, generator: np.random.Generator):
+        """(crop matrices to compose with the row's, photometric step on the [0, 1] crop or None, flip permutation
+        or None). Draw order as official: similarity, flip, then the photometric draws when the crop exists."""
+        settings = self.augmentation
+        if settings is None:
+            return (), None, None
+        transforms, flip = [], None
+        if isinstance(settings, Augmentation512):
+            transforms.append(random_similarity(settings, self.crop_size, self._applied_zoom(row), generator))
+        if draws_flip(settings, generator):
+            transforms.append(horizontal_flip(self.crop_size))
+            flip = self.flip_permutation
+        photometric = dense_photometric if isinstance(settings, Augmentation512) else rand_augment
+        return transforms, (lambda crop: photometric(crop, settings, generator)), flip
+
     def __call__(self, row: dict, generator: np.random.Generator, index: int | None = None) -> dict:
         """One example from a row; ``index`` (the row number) only makes error messages more precise.
 
@@ -348,21 +348,16 @@ class TaskExampleBuilder:
         except ValueError as error:
             raise self._fail(IMAGE, index, str(error)) from error
         image_size = tuple(image.shape[-2:])
+        transforms, augment_crop, flip = self._draw_augmentation(row, generator)
         try:
-            matrix = row_matrix(row, self.task.model_input, image_size, self.zoom, self.dense_face_scale,
-                                training=self.training_resize)
+            pixels, matrix = self.processor.crop_row(
+                {IMAGE: image, FACE_BOX: row.get(FACE_BOX), FACE_KEYPOINTS: row.get(FACE_KEYPOINTS)},
+                self.task.model_input, zoom=self.zoom, dense_face_scale=self.dense_face_scale,
+                warp_factor=self.warp_factor, training_resize=self.training_resize, crop_transforms=transforms,
+                augment_crop=augment_crop)
         except (ValueError, RuntimeError) as error:
             column = FACE_KEYPOINTS if row.get(FACE_KEYPOINTS) is not None else FACE_BOX
             raise self._fail(column, index, str(error)) from error
-
-        settings, flip = self.augmentation, None
-        if settings is not None:
-            if isinstance(settings, Augmentation512):
-                similarity = random_similarity(settings, self.crop_size, self._applied_zoom(row), generator)
-                matrix = compose(similarity, matrix)
-            if draws_flip(settings, generator):
-                matrix = compose(horizontal_flip(self.crop_size), matrix)
-                flip = self.flip_permutation
 
         context = TargetContext(self.task, matrix, self.crop_size, image_size, flip, self.num_identities,
                                 self.warp_factor)
@@ -370,18 +365,8 @@ class TaskExampleBuilder:
             target = TARGET_OF_COLUMN[self.column](row[self.column], context)
         except ValueError as error:
             raise self._fail(self.column, index, str(error)) from error
-
-        if self.warp_factor:
-            crop = tanh_warp_image(image, matrix, self.crop_size, self.warp_factor)
-        else:
-            crop = warp_image(image, matrix, self.crop_size, whole_image=is_whole_image(row),
-                              training=self.training_resize)
-        if settings is not None:
-            crop = (dense_photometric(crop, settings, generator) if isinstance(settings, Augmentation512)
-                    else rand_augment(crop, settings, generator))
-        pixels = (crop - self.mean) / self.std
-        if settings is not None and not isinstance(settings, Augmentation512):
-            pixels = random_erasing(pixels, settings, generator)
+        if isinstance(self.augmentation, Augmentation112):
+            pixels = random_erasing(pixels, self.augmentation, generator)
         return {"pixel_values": pixels.float().contiguous(), "target": target}
 
 
@@ -403,7 +388,6 @@ def collate_examples(examples: list[dict]) -> dict:
 
 
 __all__ = [
-    "NORMALISATION_OF_INPUT",
     "TARGET_OF_COLUMN",
     "TEST_RESIZE_IN_TRAINING",
     "TargetContext",

@@ -9,8 +9,8 @@ wf = ``warp_factor``, the band |q| <= 1 - wf stays linear; outside it
     forward (aligned -> warped):  q' = sign(q) * (tanh((|q| - (1 - wf)) / wf) * wf + (1 - wf))
     inverse (warped -> aligned):  q  = sign(q') * (atanh(clip((|q'| - (1 - wf)) / wf, 0.999)) * wf + (1 - wf))
 
-``matrix`` arguments are (2, 3) image -> aligned-crop matrices (``geometry.row_matrix``); the warp is applied on
-top. Images (C, H, W) float; maps (C, size, size) in the warped frame; points (..., 2) XY.
+``matrix`` arguments are (2, 3) image -> aligned-crop matrices (``dataset_crops.row_matrix``); the warp is applied
+on top. Images (C, H, W) float; maps (C, size, size) in the warped frame; points (..., 2) XY.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..face_alignment import invert_affine, transform_points
+from .face_alignment import invert_affine, transform_points
 
 ATANH_CLIP = 0.999
 
