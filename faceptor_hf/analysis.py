@@ -373,16 +373,16 @@ def is_untrained(model) -> bool:
 
 
 def describe_model(model) -> dict:
-    """A model's identity for ``run_key`` when the caller gives none: where it was loaded from and the Hub commit
-    (``config._commit_hash``), or the folder's fingerprint. A model built in memory has neither; pass
-    ``model_identity`` to tell two of them apart."""
+    """A model's identity for ``run_key`` when the caller gives none: the folder it was loaded from and that
+    folder's fingerprint, else its Hub id (or class, for a model built in memory). A Hub id does not say which
+    commit, nor a class which weights: pass ``model_identity`` (``faceptor_hf.loading.model_identity`` of a pinned
+    source) to tell those apart."""
     from .loading import folder_fingerprint
 
     source = getattr(model.config, "_name_or_path", "") or ""
     if source and os.path.isdir(source):
         return {"model": os.path.realpath(source), "fingerprint": folder_fingerprint(source)}
-    return {"model": source or f"in-memory {type(model).__name__}",
-            "commit": getattr(model.config, "_commit_hash", None), "untrained": is_untrained(model)}
+    return {"model": source or f"in-memory {type(model).__name__}", "untrained": is_untrained(model)}
 
 
 def select_tasks(config, tasks: Sequence[str] | None) -> list[str]:

@@ -1,9 +1,9 @@
 """Which Faceptor model a run uses, and loading it: a saved folder or Hub id (at a revision, optionally from the
 cache only), or untrained Faceptor-Base weights from a seed.
 
-    source = ModelSource("your-org/faceptor-base", revision="v1")
-    model, processor = load_model(source, dtype="bfloat16", device="cuda")
-    model_identity(source, model)      # {"model": ..., "revision": "v1", "commit": "<the commit that was loaded>"}
+    source = ModelSource("your-org/faceptor-base", revision="v1").pinned()   # v1 -> the commit it points to now
+    model, processor = load_model(source, dtype="bfloat16", device="cuda")  # config, weights, processor: that commit
+    model_identity(source)      # {"model": "your-org/faceptor-base", "revision": "v1", "commit": "<that commit>"}
 
 The ``faceptor-hf`` commands (analyze, evaluate, export) take these as ``--model``, ``--revision``,
 ``--local-files-only``, ``--random-weights`` and ``--seed`` and load through here.
@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -46,6 +46,22 @@ class ModelSource:
     local_files_only: bool = False
     random_weights: bool = False
     seed: int = 0
+
+    def pinned(self) -> "ModelSource":
+        """This source with its Hub revision resolved to the commit it points to now
+        (``huggingface_hub.HfApi.resolve_revision``, which remembers it in the cache, so offline runs resolve it
+        too): loading it reads every file from that one commit, and ``model_identity`` names it. Unchanged for a
+        folder, random weights, or a revision that cannot be resolved (loading then says why)."""
+        if self.random_weights or not self.model or os.path.isdir(self.model) or hasattr(self.revision, "resolved"):
+            return self
+        from huggingface_hub import HfApi
+
+        try:
+            revision = HfApi().resolve_revision(self.model, revision=self.revision,
+                                                local_files_only=self.local_files_only)
+        except Exception:  # noqa: BLE001 - absent, gated or unreachable: the load reports it in its own words
+            return self
+        return replace(self, revision=revision)
 
     def hub_options(self) -> dict:
         """The ``from_pretrained`` keywords of the Hub options that are set."""
@@ -116,16 +132,17 @@ def folder_fingerprint(folder: str) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def model_identity(source: ModelSource, model) -> dict:
-    """What identifies the weights ``model`` was loaded with from ``source`` (JSON-serializable): the seed of
-    random weights, a folder's path and fingerprint, or a Hub id, revision and the commit actually loaded (the
-    ``_commit_hash`` that ``from_pretrained`` records in the config)."""
+def model_identity(source: ModelSource) -> dict:
+    """What identifies the weights of ``source`` (JSON-serializable): the seed of random weights, a folder's path
+    and fingerprint, or a Hub id, the revision asked for and, for a ``pinned`` source, the commit it was pinned to
+    (the one ``load_model`` read)."""
     if source.random_weights:
         return {"model": "random-weights", "seed": source.seed}
     if os.path.isdir(source.model):
         return {"model": os.path.realpath(source.model), "fingerprint": folder_fingerprint(source.model)}
-    return {"model": source.model, "revision": source.revision,
-            "commit": getattr(model.config, "_commit_hash", None)}
+    revision = source.revision
+    return {"model": source.model, "revision": getattr(revision, "initial", revision),
+            "commit": getattr(revision, "resolved", None)}
 
 
 __all__ = ["DTYPES", "ModelLoadError", "ModelSource", "folder_fingerprint", "load_model", "model_identity"]

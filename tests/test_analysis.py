@@ -3,10 +3,10 @@ inputs, and the shared model loading (faceptor_hf.loading) and error mapping (fa
 
 import json
 import shutil
-from types import SimpleNamespace
 
 import datasets
 import pytest
+from huggingface_hub import ResolvedRevision
 
 from faceptor_hf import FaceAnalysisPipeline, analyze_inputs
 from faceptor_hf.analysis import AnalysisInputError, DatasetRows, ImageFiles
@@ -98,11 +98,13 @@ def test_loading_and_identity(checkpoint):
         load_model(ModelSource(str(checkpoint / "absent")))
     model, _ = load_model(ModelSource(random_weights=True, seed=1), dtype="bfloat16")
     assert model.is_untrained and str(model.dtype) == "torch.bfloat16"
-    assert model_identity(ModelSource(random_weights=True, seed=1), model) == {"model": "random-weights", "seed": 1}
-    # A Hub model is identified by the commit that from_pretrained recorded in its config.
-    hub_model = SimpleNamespace(config=SimpleNamespace(_commit_hash="0123abc"))
-    assert model_identity(ModelSource("user/repo", revision="v1"), hub_model) == {
-        "model": "user/repo", "revision": "v1", "commit": "0123abc"}
+    assert model_identity(ModelSource(random_weights=True, seed=1)) == {"model": "random-weights", "seed": 1}
+    # A Hub model is identified by the commit its revision was pinned to (tests/test_hub.py pins one for real).
+    pinned = ResolvedRevision(initial="v1", resolved="0123abc" * 5, repo_id="user/repo")
+    assert model_identity(ModelSource("user/repo", revision=pinned)) == {
+        "model": "user/repo", "revision": "v1", "commit": "0123abc" * 5}
+    assert ModelSource("user/repo", revision=pinned).pinned().revision is pinned
+    assert ModelSource(str(checkpoint)).pinned() == ModelSource(str(checkpoint))  # a folder has no revision
 
 
 def test_one_mapping_of_user_errors(monkeypatch, capsys):

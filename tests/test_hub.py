@@ -111,6 +111,25 @@ def test_load_through_the_hub_without_the_package(published, revision):
     assert json.loads(result.stdout.split("LOADED", 1)[1])["faces"] == 1
 
 
+IDENTITY = """
+import json
+from faceptor_hf.loading import ModelSource, load_model, model_identity
+source = ModelSource({repo!r}, revision={revision!r}).pinned()
+model, _ = load_model(source, allow_onnx=True)
+print("IDENTITY", json.dumps(model_identity(source)))
+"""
+
+
+@pytest.mark.parametrize("revision", [None, "v1"])
+def test_a_hub_model_is_identified_by_the_commit_it_loaded(published, revision):
+    """analyze's run_key names the commit the revision was pinned to (HfApi.resolve_revision) and loaded from."""
+    hub, root = published
+    result = run(IDENTITY.format(repo=REPO, revision=revision), hub, root / f"identity_home_{revision}")
+    assert "IDENTITY" in result.stdout, result.stderr[-3000:]
+    identity = json.loads(result.stdout.split("IDENTITY", 1)[1])
+    assert identity == {"model": REPO, "revision": revision, "commit": hub.resolve(REPO, revision or "main")}
+
+
 def test_offline_loads_from_cache_and_explains_missing_models(published):
     hub, root = published
     home = root / "offline_home"

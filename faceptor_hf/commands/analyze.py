@@ -174,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
             return 0
         tasks = select_tasks(model.config, args.tasks)
         inputs = open_inputs(args)
-        identity = model_identity(source, model)
+        identity = model_identity(source)
         os.makedirs(args.output_dir, exist_ok=True)
     except (ValueError, KeyError, OSError) as error:
         # Known user mistakes (a wrong path, name or value) surface from the libraries as these.

@@ -33,11 +33,13 @@ def add_model_arguments(parser: argparse.ArgumentParser, device_and_dtype: bool 
 
 
 def model_source(args: argparse.Namespace) -> ModelSource:
-    """The ``ModelSource`` the options name; neither ``--model`` nor ``--random-weights`` is a ``CommandError``."""
+    """The ``ModelSource`` the options name, its Hub revision pinned to a commit (``ModelSource.pinned``);
+    neither ``--model`` nor ``--random-weights`` is a ``CommandError``."""
     if not args.model and not args.random_weights:
         raise CommandError(NO_MODEL)
     return ModelSource(model=None if args.random_weights else args.model, revision=args.revision,
-                       local_files_only=args.local_files_only, random_weights=args.random_weights, seed=args.seed)
+                       local_files_only=args.local_files_only, random_weights=args.random_weights,
+                       seed=args.seed).pinned()
 
 
 def parse_device(text: str) -> str | int:
