@@ -16,6 +16,7 @@ from .task_types import TASK_TYPES, FaceptorTask, TaskType, get_task_type, regis
 
 __version__ = "0.2.0"
 
+from .analysis import analyze_inputs  # noqa: E402 - package-only; imports no optional extra
 from .onnx.configuration import FaceptorOnnxConfig  # noqa: E402 - after __version__, which the export records
 from .onnx.runtime import FaceptorOnnxModel  # noqa: E402
 
@@ -54,6 +55,7 @@ __all__ = [
     "OFFICIAL_TASKS",
     "TASK_TYPES",
     "TaskType",
+    "analyze_inputs",
     "get_task_type",
     "heatmap_centroids",
     "make_task",

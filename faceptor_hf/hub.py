@@ -6,7 +6,8 @@
 
 A push writes everything into a temporary folder and uploads it as ONE commit, so a server failure mid-upload
 leaves the previous revision untouched; files of earlier pushes that the new one does not contain are kept. The
-card is rendered from ``model_card.md`` (the repository's top-level card is the template).
+card is a ``huggingface_hub.ModelCard``: ``CARD_METADATA`` as its YAML header, its text rendered from the Jinja
+template ``model_card.md`` (the repository's top-level card).
 
 Package-only code: no file a saved model ships imports this module, so publishing never travels with a model.
 """
@@ -14,22 +15,30 @@ Package-only code: no file a saved model ships imports this module, so publishin
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 
 from .task_types import get_task_type
 
 TEMPLATE_NAME = "model_card.md"
 EXAMPLE_REPO = "your-org/faceptor-base"
+#: The card's metadata (its YAML header); ``push_to_hub(tags=...)`` adds tags.
+CARD_METADATA = {
+    "license": "mit",
+    "library_name": "transformers",
+    "pipeline_tag": "image-feature-extraction",
+    "base_model": "FacePerceiver/FaRL-Base-Patch16-LAIONFace20M-ep64",
+    "tags": ["face-analysis", "face-parsing", "facial-landmarks", "face-recognition", "facial-expression-recognition",
+             "age-estimation", "face-attributes", "faceptor", "custom_code"],
+    "datasets": ["MS1MV3", "300W", "WFLW", "COFW", "AFLW", "CelebAMask-HQ", "LaPa", "MORPH-II", "UTKFace",
+                 "AffectNet", "RAF-DB", "FERPlus", "CelebA"],
+}
 
 
-def template_text() -> str | None:
-    """The card template shipped with the package (None where only remote code is available)."""
+def template_path() -> str | None:
+    """The card template (Jinja, as ``huggingface_hub.ModelCard.from_template`` reads it) shipped with the package;
+    None where only remote code is available."""
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), TEMPLATE_NAME)
-    if not os.path.isfile(path):
-        return None
-    with open(path, encoding="utf-8") as handle:
-        return handle.read()
+    return path if os.path.isfile(path) else None
 
 
 def task_table(tasks) -> str:
@@ -42,23 +51,25 @@ def task_table(tasks) -> str:
     return "\n".join(rows)
 
 
-def render_model_card(config, repo_id: str | None = None, tags: list[str] | None = None) -> str | None:
-    """README.md for a pushed model: the template with this model's variant, repo id, task table and extra tags."""
-    text = template_text()
-    if text is None:
+def model_card(config, repo_id: str | None = None, tags: list[str] | None = None):
+    """The ``huggingface_hub.ModelCard`` of a model with ``config``: ``CARD_METADATA`` plus ``tags``, and the
+    template with this model's variant, repo id, task table and, for random weights, a warning. None where the
+    template is not installed."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    path = template_path()
+    if path is None:
         return None
-    if tags:
-        text = text.replace("\ntags:\n", "\ntags:\n" + "".join(f"  - {tag}\n" for tag in tags), 1)
-    text = re.sub(r"<!-- tasks:start -->.*?<!-- tasks:end -->",
-                  lambda _: "<!-- tasks:start -->\n" + task_table(config.tasks) + "\n<!-- tasks:end -->",
-                  text, count=1, flags=re.S)
-    text = text.replace("\n# Faceptor\n", f"\n# Faceptor — {config.variant_name}\n", 1)
-    if repo_id:
-        text = text.replace(EXAMPLE_REPO, repo_id)
-    if getattr(config, "untrained", False):
-        warning = "\n> **UNTRAINED RANDOM WEIGHTS** — for testing the code path only.\n\n# Faceptor"
-        text = text.replace("\n# Faceptor", warning, 1)
-    return text
+    metadata = {**CARD_METADATA, "tags": list(dict.fromkeys([*CARD_METADATA["tags"], *(tags or [])]))}
+    return ModelCard.from_template(ModelCardData(**metadata), template_path=path, repo_id=repo_id or EXAMPLE_REPO,
+                                   variant_name=config.variant_name, task_table=task_table(config.tasks),
+                                   untrained=bool(getattr(config, "untrained", False)))
+
+
+def render_model_card(config, repo_id: str | None = None, tags: list[str] | None = None) -> str | None:
+    """README.md for a pushed model: the text of ``model_card(config, repo_id, tags)``."""
+    card = model_card(config, repo_id, tags)
+    return None if card is None else str(card)
 
 
 class PushError(RuntimeError):

@@ -21,8 +21,8 @@ import pytest
 import torch
 
 from faceptor_hf import FaceAnalysisPipeline, __version__
+from faceptor_hf.analysis import StemNamer
 from faceptor_hf.commands import SUBCOMMANDS, build_parser, main
-from faceptor_hf.commands.analyze import StemNamer
 from faceptor_hf.image_processing_faceptor import decode_mask
 
 from conftest import IMAGES, SIX_TASKS

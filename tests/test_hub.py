@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from huggingface_hub import ModelCard
 
 from hub_server import FakeHub
 
@@ -94,7 +95,7 @@ def test_push_publishes_everything_in_one_commit(published):
     assert processor["auto_map"]["AutoImageProcessor"] == "image_processing_faceptor.FaceptorImageProcessor"
     card = files["README.md"].decode()
     assert card.startswith("---\n") and "pipeline_tag: image-feature-extraction" in card
-    assert "  - faceptor-test-tag\n" in card.split("\n---\n", 1)[0]
+    assert "faceptor-test-tag" in ModelCard(card).data.tags and "faceptor" in ModelCard(card).data.tags
     assert f'"{REPO}"' in card or REPO in card
     assert "`parsing_celebam`" in card and "`align_aflw`" not in card  # this model's tasks, not the full list
     assert hub.commit_count(REPO) == 2  # model + processor + card in one commit on main, then one on v1
@@ -108,6 +109,25 @@ def test_load_through_the_hub_without_the_package(published, revision):
                              image=str(IMAGES / "astronaut.png")), hub, root / f"load_home_{revision}")
     assert "LOADED" in result.stdout, result.stderr[-3000:]
     assert json.loads(result.stdout.split("LOADED", 1)[1])["faces"] == 1
+
+
+IDENTITY = """
+import json
+from faceptor_hf.loading import ModelSource, load_model, model_identity
+source = ModelSource({repo!r}, revision={revision!r}).pinned()
+model, _ = load_model(source, allow_onnx=True)
+print("IDENTITY", json.dumps(model_identity(source)))
+"""
+
+
+@pytest.mark.parametrize("revision", [None, "v1"])
+def test_a_hub_model_is_identified_by_the_commit_it_loaded(published, revision):
+    """analyze's run_key names the commit the revision was pinned to (HfApi.resolve_revision) and loaded from."""
+    hub, root = published
+    result = run(IDENTITY.format(repo=REPO, revision=revision), hub, root / f"identity_home_{revision}")
+    assert "IDENTITY" in result.stdout, result.stderr[-3000:]
+    identity = json.loads(result.stdout.split("IDENTITY", 1)[1])
+    assert identity == {"model": REPO, "revision": revision, "commit": hub.resolve(REPO, revision or "main")}
 
 
 def test_offline_loads_from_cache_and_explains_missing_models(published):

@@ -13,6 +13,8 @@ import sys
 
 from .errors import CommandError
 from .formatting import HelpFormatter
+from .model_options import add_model_arguments, model_source, parse_device
+from .options import parse_key_values
 
 
 def register(subparsers) -> None:
@@ -41,13 +43,7 @@ def register(subparsers) -> None:
     data.add_argument("--option", nargs="+", default=[], metavar="KEY=VALUE",
                       help="with --data-dir: converter option(s) (see `faceptor-hf prepare-data NAME --layout`)")
 
-    model = parser.add_argument_group("model")
-    model.add_argument("--model", required=True, help="faceptor-hf folder or Hub id (see `faceptor-hf convert`)")
-    model.add_argument("--revision", default=None, help="Hub branch, tag or commit of --model")
-    model.add_argument("--local-files-only", action="store_true", help="never contact the Hub; use the cache")
-    model.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or N (a CUDA device index)")
-    model.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
-                       help="model weights and activations")
+    model = add_model_arguments(parser)
     model.add_argument("--batch-size", type=int, default=32, help="rows per model call")
     model.add_argument("--num-workers", type=int, default=0, help="DataLoader workers decoding and warping rows")
 
@@ -57,29 +53,6 @@ def register(subparsers) -> None:
                              "evaluation/<dataset or task>")
     output.add_argument("--progress", action="store_true", help="show the progress bar even without a terminal")
     parser.set_defaults(run=run)
-
-
-def load_model(args: argparse.Namespace):
-    """(model, processor) of ``--model`` in ``--dtype`` on ``--device``; a missing model is a ``CommandError``."""
-    import torch
-
-    from ..image_processing_faceptor import FaceptorImageProcessor
-    from ..modeling_faceptor import FaceptorModel
-    from .analyze import parse_device
-
-    device = parse_device(args.device)
-    device = f"cuda:{device}" if isinstance(device, int) else device
-    hub = {"revision": args.revision, "local_files_only": args.local_files_only or None}
-    hub = {key: value for key, value in hub.items() if value is not None}
-    try:
-        model = FaceptorModel.from_pretrained(args.model, dtype=getattr(torch, args.dtype), **hub)
-    except (OSError, ValueError) as error:
-        raise CommandError(f"cannot load model {args.model!r}: {str(error).splitlines()[0]}") from error
-    try:
-        processor = FaceptorImageProcessor.from_pretrained(args.model, **hub)
-    except OSError:
-        processor = FaceptorImageProcessor()
-    return model.to(device).eval(), processor
 
 
 def open_prepared(path: str):
@@ -98,8 +71,6 @@ def open_prepared(path: str):
 
 def datasets_to_score(args: argparse.Namespace, protocol) -> list[tuple[str | None, object]]:
     """[(split name, Dataset)] of the run: read with the converter (``--data-dir``) or from ``--prepared``."""
-    from .prepare_data import parse_options
-
     if args.data_dir:
         from ..data import BadSampleReport, DatasetFormatError, load_native
 
@@ -110,7 +81,7 @@ def datasets_to_score(args: argparse.Namespace, protocol) -> list[tuple[str | No
         for split in splits:
             try:
                 loaded.append((split, load_native(protocol.name, args.data_dir, split, skip_bad=args.skip_bad,
-                                                  report=report, **parse_options(args.option))))
+                                                  report=report, **parse_key_values(args.option))))
             except (DatasetFormatError, FileNotFoundError, KeyError, ValueError) as error:
                 message = error.args[0] if isinstance(error, KeyError) else str(error)
                 raise CommandError(message.splitlines()[0]) from error
@@ -135,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation import evaluate, get_protocol
     from ..evaluation.evaluate import resolve_protocol
     from ..evaluation.report import format_table, write_metrics, write_predictions
+    from ..loading import load_model
 
     if bool(args.data_dir) == bool(args.prepared):
         raise CommandError("give exactly one of --data-dir (a native release) and --prepared (a prepared copy)")
@@ -148,7 +120,8 @@ def run(args: argparse.Namespace) -> int:
             protocol = get_protocol(args.dataset)
         except KeyError as error:
             raise CommandError(error.args[0]) from error
-    model, processor = load_model(args)
+    source = model_source(args)
+    model, processor = load_model(source, dtype=args.dtype, device=parse_device(args.device))
     if not args.dataset:
         try:
             protocol = resolve_protocol(args.task, list(model.config.task_names))
@@ -171,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
         write_predictions(os.path.join(output_dir, f"predictions-{split or 'all'}.parquet"), result)
     print(format_table(results))
     write_metrics(os.path.join(output_dir, "metrics.json"), results,
-                  {"model": args.model, "protocol": protocol.name, "crop": protocol.crop, "notes": protocol.notes,
-                   "dtype": args.dtype})
+                  {"model": "random-weights" if source.random_weights else source.model, "protocol": protocol.name,
+                   "crop": protocol.crop, "notes": protocol.notes, "dtype": args.dtype})
     print(f"metrics and per-sample predictions in {output_dir}")
     return 0

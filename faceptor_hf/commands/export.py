@@ -9,14 +9,10 @@ from __future__ import annotations
 import argparse
 import os
 
-import torch
-
-from ..configuration_faceptor import FaceptorConfig
-from ..image_processing_faceptor import FaceptorImageProcessor
-from ..modeling_faceptor import FaceptorModel
 from ..onnx.export import DEFAULT_OPSET, MIN_OPSET, check_opset
 from .errors import CommandError
 from .formatting import HelpFormatter
+from .model_options import add_model_arguments, model_source
 
 TARGETS = ("onnx",)
 #: fp32 graphs must match PyTorch to this relative difference (max |ort - torch| / max |torch| per task)
@@ -39,12 +35,8 @@ def register(subparsers) -> None:
                     "pipeline('face-analysis', model=OUTPUT) then runs in ONNX Runtime. Needs the onnx extra: "
                     'pip install "faceptor-hf[onnx]".',
         formatter_class=HelpFormatter)
-    source = onnx.add_argument_group("model")
-    source.add_argument("--model", default=None, help="faceptor-hf folder or Hub id (see `faceptor-hf convert`)")
-    source.add_argument("--revision", default=None, help="Hub branch, tag or commit of --model")
-    source.add_argument("--random-weights", action="store_true",
-                        help="untrained Faceptor-Base instead of --model (its config records that it is untrained)")
-    source.add_argument("--seed", type=int, default=0, help="random seed of the --random-weights initialisation")
+    # The export traces a float32 copy on the CPU; --fp16 / --int8 set the graphs' precision, not --dtype.
+    add_model_arguments(onnx, device_and_dtype=False)
     graph = onnx.add_argument_group("export")
     graph.add_argument("--output", required=True, help="folder to write (created; must not hold a PyTorch model)")
     graph.add_argument("--tasks", nargs="+", default=None, metavar="TASK",
@@ -67,51 +59,20 @@ def register(subparsers) -> None:
     parser.set_defaults(run=run)
 
 
-def load_model(args: argparse.Namespace):
-    """(model, image processor) of ``--model`` or ``--random-weights``."""
-    if args.random_weights:
-        torch.manual_seed(args.seed)
-        return FaceptorModel(FaceptorConfig.faceptor_base()).eval(), FaceptorImageProcessor()
-    if not args.model:
-        raise CommandError("no model given: pass --model DIR_OR_HUB_ID (a folder written by `faceptor-hf convert`) or "
-                           "--random-weights")
-    hub = {"revision": args.revision} if args.revision else {}
-    try:
-        model = FaceptorModel.from_pretrained(args.model, **hub)
-    except (OSError, ValueError) as error:
-        hint = ""
-        from ..onnx import is_onnx_folder
-
-        if is_onnx_folder(args.model):
-            hint = " (it is already an ONNX export)"
-        raise CommandError(f"cannot load model {args.model!r}: {str(error).splitlines()[0]}{hint}") from error
-    try:
-        processor = FaceptorImageProcessor.from_pretrained(args.model, **hub)
-    except OSError:
-        processor = FaceptorImageProcessor()
-    return model.eval(), processor
-
-
 def run(args: argparse.Namespace) -> int:
     """Export as the options say, then (unless ``--no-verify``) compare with PyTorch; 0 on success."""
-    from ..onnx import FaceptorOnnxModel, MissingOnnxDependency, OnnxExportError, compare_with_pytorch, export_onnx
+    from ..loading import load_model
+    from ..onnx import FaceptorOnnxModel, MissingOnnxDependency, compare_with_pytorch, export_onnx
 
     if getattr(args, "target", None) is None:  # pragma: no cover - argparse requires the target
         raise CommandError("name the export target: faceptor-hf export onnx ...")
     if os.path.exists(args.output) and not os.path.isdir(args.output):
         raise CommandError(f"--output {args.output}: exists and is not a folder")
-    try:
-        check_opset(args.opset)  # before the model is loaded
-    except OnnxExportError as error:
-        raise CommandError(str(error)) from error
-    model, processor = load_model(args)
-    try:
-        folder = export_onnx(model, args.output, tasks=args.tasks,
-                             opset=args.opset, fp16=args.fp16, int8=args.int8, detector=not args.no_detector,
-                             allow_unregistered_task_types=args.allow_unregistered_task_types,
-                             image_processor=processor)
-    except (OnnxExportError, MissingOnnxDependency) as error:
-        raise CommandError(str(error)) from error
+    check_opset(args.opset)  # before the model is loaded
+    model, processor = load_model(model_source(args))
+    folder = export_onnx(model, args.output, tasks=args.tasks, opset=args.opset, fp16=args.fp16, int8=args.int8,
+                         detector=not args.no_detector, image_processor=processor,
+                         allow_unregistered_task_types=args.allow_unregistered_task_types)
     for name in sorted(os.listdir(folder)):
         size = os.path.getsize(os.path.join(folder, name))
         print(f"{os.path.join(folder, name)}  {size / 2**20:.1f} MiB")

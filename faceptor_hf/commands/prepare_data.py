@@ -17,6 +17,7 @@ import sys
 
 from .errors import CommandError
 from .formatting import HelpFormatter
+from .options import parse_key_values
 
 
 def register(subparsers) -> None:
@@ -57,20 +58,6 @@ def register(subparsers) -> None:
     parser.set_defaults(run=run)
 
 
-def parse_options(items: list[str]) -> dict:
-    """``KEY=VALUE`` strings -> options; a value is JSON where it parses (numbers, true/false), else a string."""
-    options = {}
-    for item in items:
-        key, separator, value = item.partition("=")
-        if not separator or not key:
-            raise CommandError(f"--option {item}: write options as KEY=VALUE")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
-    return options
-
-
 def _describe(spec) -> str:
     options = ", ".join(spec.options) or "none"
     return (f"{spec.name}: task {spec.task or '(verification pairs)'}\n  data dir: {spec.layout}\n  splits: "
@@ -100,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     output = os.path.abspath(args.output) if args.output else None
     if output and os.path.exists(output) and not args.overwrite:
         raise CommandError(f"{output} exists; choose another --output or pass --overwrite")
-    options = parse_options(args.option)
+    options = parse_key_values(args.option)
     if args.detect_keypoints:
         if "detect_keypoints" not in spec.options:
             raise CommandError(f"{spec.name}: --detect-keypoints does not apply: the release annotates what its "

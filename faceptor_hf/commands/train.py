@@ -1,17 +1,17 @@
 """``faceptor-hf train CONFIG.yaml``: joint multi-task training (one process; for several GPUs run
-``accelerate launch -m faceptor_hf.training.train CONFIG.yaml``, which takes the same options)."""
+``accelerate launch -m faceptor_hf.training.train CONFIG.yaml``, which is this command under another name)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 
-from .errors import CommandError
 from .formatting import HelpFormatter
 
 
 def add_arguments(parser: argparse.ArgumentParser):
-    """Options of a training run (shared with ``python -m faceptor_hf.training.train``); defined here so that
-    building the CLI does not import the training stack and its optional dependencies."""
+    """Options of a training run. The training stack and its optional dependencies are imported by ``run`` only,
+    so building the CLI does not need them."""
     parser.add_argument("config", help="training config (YAML): model, tasks, run; see examples/training/")
     parser.add_argument("--resume-from-checkpoint", metavar="DIR|latest", default=None,
                         help="continue exactly from a checkpoint-<step> folder, or the latest complete one of "
@@ -35,11 +35,22 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Train (or ``--dry-run``); configuration, data and checkpoint problems become one-line errors."""
-    from ..training.train import run as train
-    from ..training.train import user_errors
+    """Build the trainer from the YAML (every check of a real run happens here, on every process), then print the
+    plan and stop (``--dry-run``) or train. Config, data and checkpoint problems raise the training errors that
+    ``errors.USER_ERRORS`` turns into one line."""
+    from ..training.config import load_config, with_run_overrides
+    from ..training.trainer import FaceptorTrainer
 
-    try:
-        return train(args)
-    except user_errors() as error:
-        raise CommandError(str(error)) from error
+    config = with_run_overrides(load_config(args.config), max_steps=args.max_steps, output_dir=args.output_dir)
+    trainer = FaceptorTrainer(config)
+    if args.dry_run:
+        plan = trainer.plan()
+        trainer.accelerator.wait_for_everyone()  # every process passed its checks
+        if trainer.accelerator.is_main_process:
+            print(json.dumps(plan, indent=1))
+        trainer.accelerator.state.destroy_process_group()
+        return 0
+    output = trainer.train(resume_from=args.resume_from_checkpoint)
+    trainer.accelerator.print(f"trained model written to {output}")
+    trainer.accelerator.state.destroy_process_group()
+    return 0
