@@ -130,7 +130,7 @@ def test_bad_face_geometry(astronaut, kwargs, message):
 def test_box_partly_outside_is_padded(astronaut):
     out = FaceptorImageProcessor()(astronaut, face_boxes=np.array([[-100.0, -50.0, 150.0, 200.0]]))
     crop = out["dense_pixel_values"][0]
-    assert torch.isfinite(crop).all() and out["face_boxes"][0, 0] == -100
+    assert torch.isfinite(crop).all() and out.geometry.face_boxes[0, 0] == -100
 
 
 def test_list_length_mismatch(astronaut):

@@ -42,7 +42,8 @@ def test_processor_names_an_unknown_option_and_the_valid_ones():
 def test_processor_returns_numpy_when_asked():
     out = FaceptorImageProcessor()(torch.rand(3, 40, 40), return_tensors="np")
     assert isinstance(out["pixel_values"], np.ndarray) and out["pixel_values"].shape == (1, 3, 112, 112)
-    assert isinstance(out["dense_affine_matrices"], np.ndarray)
+    assert isinstance(out.geometry.dense_affine_matrices, np.ndarray) and set(out) == {"pixel_values",
+                                                                                       "dense_pixel_values"}
 
 
 def test_a_model_object_makes_a_pipeline_and_its_results_say_untrained(pipe):
