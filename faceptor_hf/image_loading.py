@@ -42,7 +42,7 @@ def _is_url(image) -> bool:
 
 def _fetch(url: str, name: str) -> bytes:
     """The bytes behind an http(s) URL (decoded afterwards like a file's, with the same checks)."""
-    import httpx  # a transformers dependency; imported here so that local files never need it
+    from huggingface_hub.utils import httpx  # the HTTP client transformers' load_image uses
 
     try:
         response = httpx.get(url, timeout=DOWNLOAD_TIMEOUT_S, follow_redirects=True)
