@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from benchmark_pipeline import IMAGES, synthetic_photos  # noqa: E402
+from benchmark_pipeline import IMAGES, stage_timer, synthetic_photos  # noqa: E402
 
 from faceptor_hf import FaceAnalysisPipeline, FaceptorConfig, FaceptorImageProcessor, FaceptorModel  # noqa: E402
 from faceptor_hf.face_detection import RetinaFaceDetector  # noqa: E402
@@ -221,12 +221,10 @@ def main(argv=None):
 
     def run(key):
         def call():
-            pipe = pipes[key]
-            for stage in pipe.stage_seconds:
-                pipe.stage_seconds[stage] = 0.0
-            results = pipe(photos, batch_size=32, mask_format="rle")
+            with stage_timer(pipes[key]) as seconds:
+                results = pipes[key](photos, batch_size=32, mask_format="rle")
             counts[key] = sum(len(faces) for faces in results)
-            stages[key] = dict(pipe.stage_seconds)
+            stages[key] = seconds
         return call
 
     for pipe in pipes.values():

@@ -1,12 +1,15 @@
 """Decoding any user image into an RGB float tensor, with clear errors for bad input.
 
-Accepts file paths, bytes, PIL images (any mode: grayscale, RGBA, palette, CMYK, 16-bit), numpy arrays and torch
-tensors (HW, HWC or CHW; uint8, uint16 or float in [0, 1]). EXIF orientation is applied. Images larger than
-``max_pixels`` are refused before decoding (decompression bombs).
+Accepts what transformers' image pipelines accept (``transformers.image_utils.load_image``: file paths, http(s)
+URLs, ``data:image/...;base64,`` strings, PIL images) and more: bytes, PIL images of any mode (grayscale, RGBA,
+palette, CMYK, 16-bit), numpy arrays and torch tensors (HW, HWC or CHW; uint8, uint16 or float in [0, 1]). EXIF
+orientation is applied. Images larger than ``max_pixels`` are refused before decoding (decompression bombs).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import io
 import os
 import warnings
@@ -17,16 +20,43 @@ import PIL.ImageOps
 import torch
 
 DEFAULT_MAX_PIXELS = 64_000_000  # ~8000 x 8000; PIL's own bomb warning starts at ~89M
+DOWNLOAD_TIMEOUT_S = 30.0
 
 
 class ImageLoadError(ValueError):
     """An input image could not be used; the message names the image and the problem."""
 
 
-def _name(image, index) -> str:
+def image_name(image, index: int) -> str:
+    """How messages name an input: its path or URL, else its position in the call."""
+    if isinstance(image, str) and image.startswith("data:"):
+        return f"image {index} (data URI)"
     if isinstance(image, (str, os.PathLike)):
         return str(image)
     return f"image {index}"
+
+
+def _is_url(image) -> bool:
+    return isinstance(image, str) and image.startswith(("http://", "https://"))
+
+
+def _fetch(url: str, name: str) -> bytes:
+    """The bytes behind an http(s) URL (decoded afterwards like a file's, with the same checks)."""
+    from huggingface_hub.utils import httpx  # the HTTP client transformers' load_image uses
+
+    try:
+        response = httpx.get(url, timeout=DOWNLOAD_TIMEOUT_S, follow_redirects=True)
+        response.raise_for_status()
+    except httpx.HTTPError as error:
+        raise ImageLoadError(f"{name}: cannot be downloaded ({error})") from error
+    return response.content
+
+
+def _data_uri_bytes(uri: str, name: str) -> bytes:
+    try:
+        return base64.b64decode(uri.split(",", 1)[1], validate=True)
+    except (IndexError, binascii.Error) as error:
+        raise ImageLoadError(f"{name}: not a valid base64 data URI") from error
 
 
 def _open(image, name: str, max_pixels: int) -> PIL.Image.Image:
@@ -112,7 +142,11 @@ def array_to_rgb(array, name: str) -> np.ndarray:
 
 def load_image(image, index: int = 0, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
     """Any supported image -> (3, H, W) float32 RGB tensor in [0, 1]. Raises ``ImageLoadError``."""
-    name = _name(image, index)
+    name = image_name(image, index)
+    if _is_url(image):
+        image = _fetch(image, name)
+    elif isinstance(image, str) and image.startswith("data:"):
+        image = _data_uri_bytes(image, name)
     if isinstance(image, (str, os.PathLike, bytes, bytearray)):
         array = pil_to_array(_open(image, name, max_pixels))
     elif isinstance(image, PIL.Image.Image):
@@ -131,8 +165,8 @@ def load_image(image, index: int = 0, max_pixels: int = DEFAULT_MAX_PIXELS) -> t
     elif isinstance(image, (np.ndarray, torch.Tensor)):
         array = array_to_rgb(image, name)
     else:
-        raise ImageLoadError(f"{name}: unsupported input type {type(image).__name__}; give a path, PIL image, "
-                             "numpy array or torch tensor")
+        raise ImageLoadError(f"{name}: unsupported input type {type(image).__name__}; give a path, URL, PIL "
+                             "image, numpy array or torch tensor")
     if array.shape[0] * array.shape[1] > max_pixels:
         raise ImageLoadError(f"{name}: {array.shape[1]}x{array.shape[0]} pixels exceeds the limit of {max_pixels:,}")
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()

@@ -13,6 +13,7 @@ requested device, with pixel-index coordinates (pixel centres at integers) throu
 
 
 import difflib
+from dataclasses import dataclass, fields
 from typing import Callable, Sequence, TypedDict
 
 import numpy as np
@@ -102,6 +103,44 @@ def _as_faces(value, name: str, index: int, shape: tuple) -> torch.Tensor | None
     return tensor
 
 
+@dataclass
+class FaceGeometry:
+    """Where the aligned faces of one processor call came from, kept apart from the model inputs:
+    what ``post_process_face_analysis`` needs to put predictions back into the photos (F faces of N images).
+
+    affine_matrices / dense_affine_matrices: (F, 2, 3) float64, photo pixels -> 112 / dense crop pixels.
+    image_indices: (F,) long, the photo of each face. original_sizes: (N, 2) long, (height, width) per photo.
+    face_boxes: (F, 4) float32 x1, y1, x2, y2 and face_keypoints: (F, 5, 2) float32 XY, in photo pixels (given,
+    or derived from the crop where only one of them was given). face_scores: (F,) detector confidences, or None.
+    numpy arrays instead of tensors with ``return_tensors="np"``.
+    """
+
+    affine_matrices: torch.Tensor
+    dense_affine_matrices: torch.Tensor
+    image_indices: torch.Tensor
+    original_sizes: torch.Tensor
+    face_boxes: torch.Tensor
+    face_keypoints: torch.Tensor
+    face_scores: torch.Tensor | None = None
+
+    @property
+    def num_faces(self) -> int:
+        return len(self.image_indices)
+
+    def numpy(self) -> "FaceGeometry":
+        return FaceGeometry(**{field.name: None if getattr(self, field.name) is None
+                               else getattr(self, field.name).cpu().numpy() for field in fields(self)})
+
+
+class FaceptorImageProcessorOutput(BatchFeature):
+    """What ``FaceptorImageProcessor`` returns: the model inputs (``pixel_values``, ``dense_pixel_values``;
+    ``model(**output)`` works) and, as the ``geometry`` attribute, the ``FaceGeometry`` of their faces."""
+
+    def __init__(self, data: dict, geometry: FaceGeometry):
+        super().__init__(data=data, tensor_type=None)
+        self.geometry = geometry
+
+
 class FaceptorImageProcessor(BaseImageProcessor):
     r"""Aligns faces for [`FaceptorModel`] and decodes its outputs in image coordinates.
 
@@ -164,10 +203,10 @@ class FaceptorImageProcessor(BaseImageProcessor):
         """Decode every image to (3, H, W) float in [0, 1]; raises ``ImageLoadError`` naming the bad one."""
         return [load_image(image, index, self.max_pixels) for index, image in enumerate(images)]
 
-    def __call__(self, images, **kwargs) -> BatchFeature:
+    def __call__(self, images, **kwargs) -> FaceptorImageProcessorOutput:
         return self.preprocess(images, **kwargs)
 
-    def preprocess(self, images, **kwargs) -> BatchFeature:
+    def preprocess(self, images, **kwargs) -> FaceptorImageProcessorOutput:
         """Align the faces of one image or a list of images.
 
         Args:
@@ -181,9 +220,9 @@ class FaceptorImageProcessor(BaseImageProcessor):
             Any other keyword raises ``TypeError`` naming it and the valid options.
 
         Returns:
-            BatchFeature with ``pixel_values`` (F, 3, 112, 112), ``dense_pixel_values`` (F, 3, 512, 512),
-            ``affine_matrices`` / ``dense_affine_matrices`` (F, 2, 3) float64 image->crop, ``image_indices`` (F,),
-            ``original_sizes`` (N, 2) as (height, width), ``face_boxes`` (F, 4), ``face_keypoints`` (F, 5, 2).
+            ``FaceptorImageProcessorOutput``: the model inputs ``pixel_values`` (F, 3, 112, 112) and
+            ``dense_pixel_values`` (F, 3, 512, 512), and apart from them ``.geometry`` (``FaceGeometry``: affine
+            matrices, image indices, original sizes, face boxes and keypoints).
         """
         check_options(kwargs, FaceptorImageProcessorKwargs, "FaceptorImageProcessor")
         face_keypoints, face_boxes = kwargs.get("face_keypoints"), kwargs.get("face_boxes")
@@ -202,11 +241,12 @@ class FaceptorImageProcessor(BaseImageProcessor):
         features = self.align(self.load(images), keypoints, boxes, kwargs.get("return_pixel_values", True),
                               kwargs.get("return_dense_pixel_values", True), kwargs.get("device"))
         if return_tensors == "np":
-            return BatchFeature(data={key: value.cpu().numpy() for key, value in features.items()})
+            return FaceptorImageProcessorOutput({key: value.cpu().numpy() for key, value in features.items()},
+                                                features.geometry.numpy())
         return features
 
     def align(self, pixels: list[torch.Tensor], face_keypoints=None, face_boxes=None, return_pixel_values: bool = True,
-              return_dense_pixel_values: bool = True, device=None) -> BatchFeature:
+              return_dense_pixel_values: bool = True, device=None) -> FaceptorImageProcessorOutput:
         """``preprocess`` for images already decoded by ``load`` ((3, H, W) float in [0, 1]); ``face_keypoints`` and
         ``face_boxes`` are per-image lists here."""
         device = torch.device(device) if device is not None else torch.device("cpu")
@@ -246,19 +286,16 @@ class FaceptorImageProcessor(BaseImageProcessor):
                 kp = transform_points(invert_affine(m112), arcface_template(small_size[0]).expand(faces, 5, 2))
             out["face_boxes"].append(bx.float())
             out["face_keypoints"].append(kp.float())
-        data = {}
         empty = {"pixel_values": (0, 3) + small_size, "dense_pixel_values": (0, 3) + dense_size,
                  "affine_matrices": (0, 2, 3), "dense_affine_matrices": (0, 2, 3), "image_indices": (0,),
                  "face_boxes": (0, 4), "face_keypoints": (0, 5, 2)}
-        for key, parts in out.items():
-            if key == "pixel_values" and not return_pixel_values:
-                continue
-            if key == "dense_pixel_values" and not return_dense_pixel_values:
-                continue
-            data[key] = torch.cat(parts) if parts else torch.zeros(empty[key], dtype=torch.long
-                                                                    if key == "image_indices" else torch.float32)
-        data["original_sizes"] = torch.tensor(sizes, dtype=torch.long)
-        return BatchFeature(data=data, tensor_type=None)
+        stacked = {key: torch.cat(parts) if parts else torch.zeros(
+            empty[key], dtype=torch.long if key == "image_indices" else torch.float32) for key, parts in out.items()}
+        crops = {key: stacked.pop(key) for key in ("pixel_values", "dense_pixel_values")}
+        wanted = {"pixel_values": return_pixel_values, "dense_pixel_values": return_dense_pixel_values}
+        model_inputs = {key: crops[key] for key, keep in wanted.items() if keep}
+        geometry = FaceGeometry(**stacked, original_sizes=torch.tensor(sizes, dtype=torch.long))
+        return FaceptorImageProcessorOutput(model_inputs, geometry)
 
     def _working_image(self, image: torch.Tensor) -> tuple[torch.Tensor, float]:
         """Very large images are resampled to ``max_image_size``; returns the image and original px per pixel."""
@@ -282,13 +319,14 @@ class FaceptorImageProcessor(BaseImageProcessor):
                                      f"{width}x{height} image")
 
     # ---- post-processing ---------------------------------------------------------------------------------------
-    def post_process_face_analysis(self, outputs, inputs, tasks, mask_format: str = "list",
-                                   num_images: int | None = None) -> list[list[dict]]:
+    def post_process_face_analysis(self, outputs, inputs: "FaceptorImageProcessorOutput | FaceGeometry", tasks,
+                                   mask_format: str = "list", num_images: int | None = None) -> list[list[dict]]:
         """Decode raw model outputs into per-image lists of faces, in original image pixels.
 
         Args:
             outputs: [`FaceptorOutput`] of the faces in ``inputs``.
-            inputs: the BatchFeature this processor returned (matrices, image indices, sizes, boxes, keypoints).
+            inputs: what this processor returned for those faces (its ``geometry`` is read), or that
+                ``FaceGeometry`` itself.
             tasks: the model's config (``model.config``) or its task list (``model.config.tasks``).
             mask_format: parsing masks as ``"list"`` (nested lists, JSON-ready), ``"numpy"`` (uint8 array) or
                 ``"rle"`` ({"size": [H, W], "counts": [...]} runs of (value, length) in row-major order).
@@ -303,37 +341,40 @@ class FaceptorImageProcessor(BaseImageProcessor):
         missing = [name for name in outputs.task_logits if name not in by_name]
         if missing:
             raise KeyError(f"outputs hold tasks {missing} that are not in the given task list {list(by_name)}")
-        indices = inputs["image_indices"].tolist()
-        sizes = inputs["original_sizes"].tolist()
+        geometry = getattr(inputs, "geometry", inputs)
+        indices = geometry.image_indices.tolist()
+        sizes = geometry.original_sizes.tolist()
         count = num_images if num_images is not None else len(sizes)
         results: list[list[dict]] = [[] for _ in range(count)]
         landmarks = outputs.landmarks or {}
         decoded = {}
         for name, raw in outputs.task_logits.items():
             task = by_name[name]
-            formatted = self._decode_task(task, raw.detach(), inputs, sizes, indices, mask_format, landmarks.get(name))
+            formatted = self._decode_task(task, raw.detach(), geometry, sizes, indices, mask_format,
+                                          landmarks.get(name))
             decoded[name] = [{"type": task.type, **result} for result in formatted]
         untrained = bool(getattr(outputs, "untrained", None))
         for face, image_index in enumerate(indices):
             entry = {
-                "box": [round(v, 2) for v in inputs["face_boxes"][face].tolist()],
-                "keypoints": [[round(x, 2), round(y, 2)] for x, y in inputs["face_keypoints"][face].tolist()],
+                "box": [round(v, 2) for v in geometry.face_boxes[face].tolist()],
+                "keypoints": [[round(x, 2), round(y, 2)] for x, y in geometry.face_keypoints[face].tolist()],
                 "tasks": {name: values[face] for name, values in decoded.items()},
             }
-            if "face_scores" in inputs:
-                entry["score"] = round(float(inputs["face_scores"][face]), 4)
+            if geometry.face_scores is not None:
+                entry["score"] = round(float(geometry.face_scores[face]), 4)
             if untrained:
                 entry["untrained"] = True
             results[image_index].append(entry)
         return results
 
-    def _decode_task(self, task: FaceptorTask, raw, inputs, sizes, indices, mask_format, normalized_points):
+    def _decode_task(self, task: FaceptorTask, raw, geometry: FaceGeometry, sizes, indices, mask_format,
+                     normalized_points):
         """One task's raw outputs for all faces -> one formatted result per face, in image space."""
         task_type = get_task_type(task)
         dense = task.model_input == "dense_pixel_values"
         size = self.dense_size if dense else self.size
         crop = (size["height"], size["width"])
-        matrices = inputs["dense_affine_matrices" if dense else "affine_matrices"]
+        matrices = geometry.dense_affine_matrices if dense else geometry.affine_matrices
         if task_type.spatial == "mask":
             # Logits are warped back on their own device (the model's) before the argmax, as the official evaluation
             # does; only the uint8 mask comes back to the CPU.
@@ -440,5 +481,5 @@ def _task_list(tasks) -> list[FaceptorTask]:
                                                                      else task)) for task in tasks]
 
 
-__all__ = ["FaceptorImageProcessor", "FaceptorImageProcessorKwargs", "FaceInputError", "CLIP_MEAN", "CLIP_STD",
-           "encode_mask", "decode_mask"]
+__all__ = ["FaceptorImageProcessor", "FaceptorImageProcessorKwargs", "FaceptorImageProcessorOutput", "FaceGeometry",
+           "FaceInputError", "CLIP_MEAN", "CLIP_STD", "encode_mask", "decode_mask"]

@@ -682,9 +682,6 @@ class FaceptorModel(FaceptorPreTrainedModel):
     Each input goes through the encoder once, and all decoder tasks of one input share one decoder pass.
     """
 
-    PROCESSOR_METADATA = frozenset({"affine_matrices", "dense_affine_matrices", "image_indices", "original_sizes",
-                                    "face_boxes", "face_keypoints", "face_scores"})
-
     def __init__(self, config: FaceptorConfig):
         super().__init__(config)
         saved_flag = bool(getattr(config, "untrained", False))
@@ -770,12 +767,11 @@ class FaceptorModel(FaceptorPreTrainedModel):
         Returns [`FaceptorOutput`] with ``task_logits`` in the official raw form (see its docstring), decoded
         ``landmarks``, and, with ``output_hidden_states`` / ``output_attentions`` (defaults from the config), the
         encoder states / attention weights of each given input (and the decoder's cross-attention weights). The
-        image processor's metadata keys (matrices, indices, sizes, boxes, keypoints) are accepted and ignored, so
+        image processor's output holds only these inputs (its face geometry is apart, ``.geometry``), so
         ``model(**processor(...))`` works; any other keyword is an error.
         """
-        unknown = set(kwargs) - self.PROCESSOR_METADATA
-        if unknown:
-            raise TypeError(f"unexpected arguments {sorted(unknown)}; FaceptorModel takes pixel_values, "
+        if kwargs:
+            raise TypeError(f"unexpected arguments {sorted(kwargs)}; FaceptorModel takes pixel_values, "
                             "dense_pixel_values, tasks, output_hidden_states, output_attentions and return_dict")
         if output_hidden_states is None:
             output_hidden_states = bool(getattr(self.config, "output_hidden_states", False))

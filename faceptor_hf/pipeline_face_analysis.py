@@ -1,11 +1,12 @@
-"""``pipeline("face-analysis")``: detect, align, analyse and decode every face of one or many photos.
+"""``pipeline("face-analysis")``: detect, align, analyze and decode every face of one or many photos.
 
     pipe = pipeline("face-analysis", model="path/to/faceptor", device=0, dtype=torch.bfloat16)
     faces = pipe("photo.jpg")                     # list of faces (JSON-serialisable dicts)
     per_image = pipe(["a.jpg", "b.png"], batch_size=64)
 
-Faces of all given images share model batches of ``batch_size`` faces. Each face: ``box`` [x1, y1, x2, y2],
-``score``, ``keypoints`` (5 x 2) in image pixels and ``tasks`` (task name -> decoded result, see
+Photos are paths, http(s) URLs, ``data:`` URIs, bytes, PIL images, numpy arrays or torch tensors (see
+``image_loading``). Faces of all given images share model batches of ``batch_size`` faces. Each face: ``box``
+[x1, y1, x2, y2], ``score``, ``keypoints`` (5 x 2) in image pixels and ``tasks`` (task name -> decoded result, see
 ``FaceptorImageProcessor.post_process_face_analysis``).
 
     pipe.verify("a.jpg", "b.jpg")                 # {"similarity": 0.71, "same": True, "threshold": ...}
@@ -18,21 +19,26 @@ A folder written by ``faceptor-hf export onnx`` runs detection and Faceptor in O
 processing and output (``backend="onnxruntime"`` asserts that the folder is one):
 
     pipe = pipeline("face-analysis", model="path/to/faceptor-onnx")
+
+It is a transformers ``ChunkPipeline``: ``preprocess`` loads, detects and aligns one photo and yields one item per
+face (its crops, and the photo's ``FaceGeometry``); ``_forward`` runs a batch of faces, of one or several photos;
+``postprocess`` gets all faces of one photo and decodes them into the photo's pixels.
 """
 
 
-import os
-import time
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import TypedDict
 
 import torch
-from transformers import Pipeline
+from torch.utils.data import DataLoader
+from transformers.pipelines.base import ChunkPipeline, no_collate_fn
+from transformers.pipelines.pt_utils import PipelineChunkIterator, PipelineIterator, PipelinePackIterator
 
 from .face_detection import RetinaFaceDetector
-from .image_loading import ImageLoadError, load_image
-from .image_processing_faceptor import FaceInputError, FaceptorImageProcessor, check_options
+from .image_loading import ImageLoadError, image_name, load_image
+from .image_processing_faceptor import FaceGeometry, FaceInputError, FaceptorImageProcessor, check_options
+from .modeling_faceptor import FaceptorOutput
 from .task_decoding import embedding_similarity
 
 
@@ -42,10 +48,6 @@ class FaceAnalysisError(ValueError):
     def __init__(self, message: str, index: int | None = None, source: str | None = None):
         super().__init__(message)
         self.index, self.source = index, source
-
-
-def _source_name(image, index: int) -> str:
-    return str(image) if isinstance(image, (str, os.PathLike)) else f"image {index}"
 
 
 class FaceAnalysisOptions(TypedDict, total=False):
@@ -69,6 +71,18 @@ CALL_DEFAULTS = {"batch_size": 32, "tasks": None, "min_face_size": 0.0, "max_fac
                  "face_boxes": None, "detector": None, "score_threshold": None, "mask_format": "list",
                  "num_workers": 4, "on_error": "raise", "flip_recognition": False}
 
+# Which stage reads which call option (transformers' _sanitize_parameters split); batch_size and num_workers go to
+# the iterator, face_keypoints / face_boxes travel with their photo.
+PREPROCESS_OPTIONS = ("tasks", "min_face_size", "max_faces", "detector", "score_threshold", "on_error")
+FORWARD_OPTIONS = ("tasks", "flip_recognition")
+POSTPROCESS_OPTIONS = ("tasks", "mask_format")
+
+# Photos decoded ahead (in num_workers threads) and searched for faces in one detector batch: one batch runs faster
+# on a GPU than photo by photo, and a call of up to this many photos is detected as one batch, as before the
+# pipeline processed photo by photo (batched detection pads photos to a common size, which moves boxes by float
+# rounding).
+DETECTION_GROUP_SIZE = 64
+
 # Cosine similarity above which two flip-summed embeddings are called the same person. Squared L2 distance
 # between unit vectors is 2 - 2 cos, so 0.3 is distance 1.4, the range of the best 10-fold thresholds that
 # CosFace/ArcFace-trained 512-d embeddings reach on LFW-style benchmarks. Calibrate it on your own pairs
@@ -88,7 +102,68 @@ def _requested_device(device):
                          "use device='cpu' (or -1)")
 
 
-class FaceAnalysisPipeline(Pipeline):
+@dataclass
+class PhotoInput:
+    """One photo of a call, as ``preprocess`` takes it: the image as given, its position in the call, the faces
+    given for it (``faces_given``: the call gave ``face_keypoints`` or ``face_boxes``, so nothing is detected; with
+    neither given for this photo, the whole photo is one aligned face), its decoding (a ``Future``, set once it
+    started) and the ``DetectionGroup`` it is detected with."""
+
+    index: int
+    image: object
+    faces_given: bool = False
+    face_keypoints: object = None
+    face_boxes: object = None
+    decoding: Future | None = None
+    group: "DetectionGroup | None" = field(default=None, repr=False, compare=False)
+
+    @property
+    def source(self) -> str:
+        return image_name(self.image, self.index)
+
+
+@dataclass
+class DetectionGroup:
+    """Photos whose faces are found in one detector batch, run when the first of them needs its faces;
+    ``found`` maps a photo's index to its (keypoints, boxes, scores)."""
+
+    photos: list[PhotoInput]
+    found: dict | None = None
+
+
+@dataclass
+class AlignedPhoto:
+    """What the face items of one photo share: where it came from and the ``FaceGeometry`` of its faces, or the
+    error that stopped it (``on_error="return"``)."""
+
+    index: int
+    source: str
+    geometry: FaceGeometry | None = None
+    error: FaceAnalysisError | None = None
+
+
+def stack_faces(items: list[dict]) -> dict:
+    """DataLoader collate function: the crops of the items that have a face concatenated on their device (faces of
+    several photos share the batch), the other fields as lists. (transformers' ``pad_collate_fn`` would copy
+    crops other than ``pixel_values`` into CPU buffers.)"""
+    batch = {}
+    for key in dict.fromkeys(key for item in items for key in item):
+        values = [item[key] for item in items if key in item]
+        batch[key] = torch.cat(values) if isinstance(values[0], torch.Tensor) else values
+    return batch
+
+
+def _per_item(face_rows: torch.Tensor, has_face: torch.Tensor) -> torch.Tensor:
+    """(K, ...) results of the K items that have a face -> (B, ...) for all B items of the batch (zeros for items
+    without a face), as transformers' iterators split a batch's outputs by item position."""
+    if face_rows.shape[0] == has_face.shape[0]:
+        return face_rows
+    full = face_rows.new_zeros((has_face.shape[0],) + tuple(face_rows.shape[1:]))
+    full[has_face.to(face_rows.device)] = face_rows
+    return full
+
+
+class FaceAnalysisPipeline(ChunkPipeline):
     """Multi-task face analysis with Faceptor. See the module docstring for the output format.
 
     Call options: ``tasks`` (names to run; default all), ``min_face_size`` (pixels, shorter box side),
@@ -126,33 +201,6 @@ class FaceAnalysisPipeline(Pipeline):
             kwargs["image_processor"] = FaceptorImageProcessor()
         super().__init__(*args, **kwargs)
         self._detector = detector
-        self.stage_seconds = {"decode": 0.0, "detect": 0.0, "align": 0.0, "analyse": 0.0, "postprocess": 0.0}
-
-    @contextmanager
-    def _stage(self, name: str):
-        """Accumulate wall time per stage in ``stage_seconds`` (device-synchronised, for benchmarks)."""
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        start = time.perf_counter()
-        yield
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        self.stage_seconds[name] += time.perf_counter() - start
-
-    def _sanitize_parameters(self, **kwargs):
-        check_options(kwargs, FaceAnalysisOptions, "face-analysis pipeline")
-        return {}, {}, kwargs
-
-    # transformers' Pipeline requires these per-item hooks; __call__ below replaces the per-item flow so that the
-    # faces of many images share model batches, and never calls them.
-    def preprocess(self, inputs, **kwargs):
-        return inputs
-
-    def _forward(self, model_inputs, **kwargs):
-        return model_inputs
-
-    def postprocess(self, model_outputs, **kwargs):
-        return model_outputs
 
     @property
     def detector(self):
@@ -169,67 +217,87 @@ class FaceAnalysisPipeline(Pipeline):
         """Analyse one image (-> list of faces) or a list of images (-> one list of faces, or an error dict, per
         image). Options are keywords (see the class docstring); an unknown one raises ``TypeError`` naming it."""
         check_options(options, FaceAnalysisOptions, "face-analysis pipeline")
-        options = {**CALL_DEFAULTS, **self._postprocess_params, **options}
-        if options["on_error"] not in ("raise", "return"):
-            raise ValueError(f"on_error must be 'raise' or 'return', got {options['on_error']!r}")
         single = not isinstance(inputs, (list, tuple))
         images = [inputs] if single else list(inputs)
-        keypoints, boxes = options["face_keypoints"], options["face_boxes"]
-        keypoints = [keypoints] if single and keypoints is not None else keypoints
-        boxes = [boxes] if single and boxes is not None else boxes
-        results = self.analyse(images, options["batch_size"], options["tasks"], options["min_face_size"],
-                               options["max_faces"], keypoints, boxes, options["detector"], options["score_threshold"],
-                               options["mask_format"], options["num_workers"], options["on_error"],
-                               options["flip_recognition"])
+        given = {}
+        for name in ("face_keypoints", "face_boxes"):
+            value = options.pop(name, None)
+            value = [value] if single and value is not None else value
+            if value is not None and len(value) != len(images):
+                raise FaceAnalysisError(f"{name} has {len(value)} entries for {len(images)} images")
+            given[name] = value
+        faces_given = any(value is not None for value in given.values())
+        photos = [PhotoInput(index, image, faces_given,
+                             *(value[index] if value is not None else None for value in given.values()))
+                  for index, image in enumerate(images)]
+        batch_size = options.pop("batch_size", self._batch_size or CALL_DEFAULTS["batch_size"])
+        num_workers = options.pop("num_workers", CALL_DEFAULTS["num_workers"] if self._num_workers is None
+                                  else self._num_workers)
+        if not photos:
+            self._sanitize_parameters(**options)  # the same errors for bad options as with photos
+            return []
+        results = super().__call__(photos, batch_size=batch_size, num_workers=num_workers, **options)
         return results[0] if single else results
 
-    def verify(self, image_a, image_b, *, threshold: float = VERIFICATION_THRESHOLD, task: str | None = None,
-               flip: bool = True, **options) -> dict:
-        """Are the faces of two photos the same person?
+    def _sanitize_parameters(self, **options):
+        check_options(options, FaceAnalysisOptions, "face-analysis pipeline")
+        if options.get("on_error", "raise") not in ("raise", "return"):
+            raise ValueError(f"on_error must be 'raise' or 'return', got {options['on_error']!r}")
+        if "tasks" in options:
+            self._task_list(options["tasks"])  # unknown task names fail before any decoding or detection
+        return tuple({key: options[key] for key in names if key in options}
+                     for names in (PREPROCESS_OPTIONS, FORWARD_OPTIONS, POSTPROCESS_OPTIONS))
 
-        Uses the most confident face of each photo (or the given ``face_keypoints``/``face_boxes`` per photo in
-        ``options``) and the official verification protocol: embedding(face) + embedding(mirrored face), L2
-        normalised (``flip=False`` skips the mirror pass). Returns ``{"similarity": cosine in [-1, 1], "same":
-        similarity >= threshold, "threshold": threshold, "faces": [face_a, face_b]}``; raises
-        ``FaceAnalysisError`` naming the photo that has no face.
-        """
-        config = self.model.config
-        recognition = [t.name for t in config.tasks if t.readout == "embedding"]
-        if task is None:
-            if not recognition:
-                raise ValueError(f"this model has no face-recognition task (tasks: {config.task_names})")
-            task = recognition[0]
-        elif task not in recognition:
-            raise ValueError(f"task {task!r} is not a face-recognition (embedding) task; those are {recognition}")
-        faces = self([image_a, image_b], **{**options, "tasks": [task], "flip_recognition": flip, "max_faces": 1})
-        for index, found in enumerate(faces):
-            if not found:
-                source = _source_name((image_a, image_b)[index], index)
-                raise FaceAnalysisError(f"{source}: no face found to verify", index, source)
-        embeddings = [torch.tensor(found[0]["tasks"][task]["embedding"]) for found in faces]
-        similarity = float(embedding_similarity(embeddings[0], embeddings[1]))
-        result = {"similarity": round(similarity, 6), "same": similarity >= threshold, "threshold": threshold,
-                  "faces": [faces[0][0], faces[1][0]]}
-        if getattr(self.model, "is_untrained", False):
-            result["untrained"] = True
-        return result
+    def get_iterator(self, inputs, num_workers: int, batch_size: int, preprocess_params, forward_params,
+                     postprocess_params):
+        """transformers' ChunkPipeline flow (the DataLoader batches face items of several photos; ``postprocess``
+        gets all items of one photo), except that ``num_workers`` threads decode photos ahead instead of DataLoader
+        worker processes (``preprocess`` runs the detector and the warps on the model's device), and that crops are
+        concatenated where they are (``stack_faces``)."""
+        photos = self._read_ahead(inputs, num_workers)
+        faces = PipelineChunkIterator(photos, self.preprocess, preprocess_params)
+        loader = DataLoader(faces, batch_size=batch_size, collate_fn=no_collate_fn if batch_size == 1 else stack_faces)
+        batches = PipelinePackIterator(loader, self.forward, forward_params, loader_batch_size=batch_size)
+        return PipelineIterator(batches, self.postprocess, postprocess_params)
 
     # ---- stages ------------------------------------------------------------------------------------------------
-    def load_images(self, images, num_workers: int):
-        """Decode in background threads; returns tensors or the exception per image."""
-        processor = self.image_processor
+    def _read_ahead(self, photos: list[PhotoInput], num_workers: int):
+        """Yield the photos in order, in ``DetectionGroup``s of up to ``DETECTION_GROUP_SIZE``, each group's photos
+        decoding in ``num_workers`` background threads as it starts (``decode`` collects them)."""
+        threads = ThreadPoolExecutor(max_workers=num_workers) if len(photos) > 1 and num_workers > 1 else None
+        try:
+            for start in range(0, len(photos), DETECTION_GROUP_SIZE):
+                group = DetectionGroup(photos[start:start + DETECTION_GROUP_SIZE])
+                for photo in group.photos:
+                    photo.group = group
+                    if threads is not None:
+                        photo.decoding = threads.submit(load_image, photo.image, photo.index,
+                                                        self.image_processor.max_pixels)
+                yield from group.photos
+        finally:
+            if threads is not None:
+                threads.shutdown(wait=False, cancel_futures=True)
 
-        def load(item):
-            index, image = item
+    def decode(self, photo: PhotoInput) -> torch.Tensor:
+        """The photo's pixels, (3, H, W) float in [0, 1], decoded once (by the read-ahead threads, or now). Raises
+        ``ImageLoadError``."""
+        if photo.decoding is None:
+            photo.decoding = Future()
             try:
-                return load_image(image, index, processor.max_pixels)
+                photo.decoding.set_result(load_image(photo.image, photo.index, self.image_processor.max_pixels))
             except ImageLoadError as error:
-                return FaceAnalysisError(str(error), index, _source_name(image, index))
+                photo.decoding.set_exception(error)
+        return photo.decoding.result()
 
-        if len(images) == 1 or num_workers <= 1:
-            return [load(item) for item in enumerate(images)]
-        with ThreadPoolExecutor(max_workers=num_workers) as pool:
-            return list(pool.map(load, enumerate(images)))
+    def load_images(self, images, num_workers: int) -> list:
+        """Decode in background threads; returns per image its pixels (3, H, W) or its ``FaceAnalysisError``."""
+        loaded = []
+        for photo in self._read_ahead([PhotoInput(index, image) for index, image in enumerate(images)], num_workers):
+            try:
+                loaded.append(self.decode(photo))
+            except ImageLoadError as error:
+                loaded.append(FaceAnalysisError(str(error), photo.index, photo.source))
+        return loaded
 
     def detect(self, pixels, detector, score_threshold, min_face_size, max_faces):
         """Per image (keypoints (F, 5, 2), boxes (F, 4), scores (F,)) after size and count filters."""
@@ -255,51 +323,111 @@ class FaceAnalysisPipeline(Pipeline):
             out.append((keypoints[keep], boxes[keep], scores[keep]))
         return out
 
-    def analyse(self, images, batch_size, tasks, min_face_size, max_faces, keypoints, boxes, detector,
-                score_threshold, mask_format, num_workers, on_error, flip_recognition=False):
-        processor = self.image_processor
-        selected = self._task_list(tasks)  # unknown task names fail before any decoding or detection
-        for name, value in (("face_keypoints", keypoints), ("face_boxes", boxes)):
-            if value is not None and len(value) != len(images):
-                raise FaceAnalysisError(f"{name} has {len(value)} entries for {len(images)} images")
-        with self._stage("decode"):
-            loaded = self.load_images(images, num_workers)
-        failures = {i: item for i, item in enumerate(loaded) if isinstance(item, Exception)}
-        good = [i for i in range(len(images)) if i not in failures]
-        if failures and on_error == "raise":
-            raise next(iter(failures.values()))
-        given = keypoints is not None or boxes is not None
-        if given:
-            faces = {i: (keypoints[i] if keypoints is not None else None, boxes[i] if boxes is not None else None,
-                         None) for i in good}
-        else:
-            with self._stage("detect"):
-                detected = self.detect([loaded[i] for i in good], detector, score_threshold, min_face_size, max_faces)
-            faces = dict(zip(good, detected))
-        # Align every face of every image, then run the model over face batches shared by all images.
-        aligned = {}
-        for i in good:
-            kp, bx, scores = faces[i]
-            try:
-                with self._stage("align"):
-                    feature = processor.align(
-                        [loaded[i]], face_keypoints=[kp] if kp is not None else None,
-                        face_boxes=[bx] if bx is not None else None, device=self.device)
-            except (FaceInputError, ImageLoadError) as error:
-                failure = FaceAnalysisError(f"{_source_name(images[i], i)}: {error}", i, _source_name(images[i], i))
-                if on_error == "raise":
-                    raise failure from error
-                failures[i] = failure
-                continue
-            if scores is not None:
-                feature["face_scores"] = scores
-            aligned[i] = feature
-        results: list = [[] for _ in images]
-        order = [i for i in good if i in aligned]
-        self._run_batches(order, aligned, selected, batch_size, mask_format, results, flip_recognition)
-        for i, failure in failures.items():
-            results[i] = {"error": str(failure), "input": failure.source or _source_name(images[i], i)}
-        return results
+    def detected_faces(self, photo: PhotoInput, detector, score_threshold, min_face_size, max_faces):
+        """The photo's (keypoints, boxes, scores), from one ``detect`` call over the decodable photos of its group
+        (run by the first of them that asks)."""
+        group = photo.group or DetectionGroup([photo])
+        if group.found is None:
+            decoded = {}
+            for member in group.photos:
+                try:
+                    decoded[member.index] = self.decode(member)
+                except ImageLoadError:
+                    continue  # reported by its own preprocess
+            found = self.detect(list(decoded.values()), detector, score_threshold, min_face_size, max_faces)
+            group.found = dict(zip(decoded, found))
+        return group.found.pop(photo.index)
+
+    def preprocess(self, photo: PhotoInput, tasks=None, min_face_size=CALL_DEFAULTS["min_face_size"],
+                   max_faces=None, detector=None, score_threshold=None, on_error=CALL_DEFAULTS["on_error"]):
+        """Load, detect (unless the faces are given) and align one photo. Yields one item per face: its crops
+        (``pixel_values`` (1, 3, 112, 112) and/or ``dense_pixel_values`` (1, 3, 512, 512), as the tasks need, on
+        the model's device), ``has_face`` (1,), the ``AlignedPhoto`` shared by the photo's items, and ``is_last``.
+        A photo without faces, or one that fails with ``on_error="return"``, yields one item without crops."""
+        selected = self._task_list(tasks)
+        try:
+            pixels = self.decode(photo)
+        except ImageLoadError as error:
+            yield self._failed(photo, FaceAnalysisError(str(error), photo.index, photo.source), on_error)
+            return
+        keypoints, boxes, scores = photo.face_keypoints, photo.face_boxes, None
+        if not photo.faces_given:
+            keypoints, boxes, scores = self.detected_faces(photo, detector, score_threshold, min_face_size, max_faces)
+        try:
+            aligned = self.image_processor.align(
+                [pixels], face_keypoints=None if keypoints is None else [keypoints],
+                face_boxes=None if boxes is None else [boxes],
+                return_pixel_values=any(task.model_input == "pixel_values" for task in selected),
+                return_dense_pixel_values=any(task.model_input == "dense_pixel_values" for task in selected),
+                device=self.device)
+        except (FaceInputError, ImageLoadError) as error:
+            failure = FaceAnalysisError(f"{photo.source}: {error}", photo.index, photo.source)
+            yield self._failed(photo, failure, on_error, cause=error)
+            return
+        geometry = aligned.geometry
+        geometry.face_scores = scores
+        shared = AlignedPhoto(photo.index, photo.source, geometry)
+        count = geometry.num_faces
+        if count == 0:
+            yield {"is_last": True, "has_face": torch.zeros(1, dtype=torch.bool), "photo": shared}
+        for face in range(count):
+            yield {"is_last": face == count - 1, "has_face": torch.ones(1, dtype=torch.bool), "photo": shared,
+                   **{key: crops[face:face + 1] for key, crops in aligned.items()}}
+
+    @staticmethod
+    def _failed(photo: PhotoInput, failure: FaceAnalysisError, on_error: str, cause: Exception | None = None) -> dict:
+        if on_error == "raise":
+            raise failure from cause
+        return {"is_last": True, "has_face": torch.zeros(1, dtype=torch.bool),
+                "photo": AlignedPhoto(photo.index, photo.source, error=failure)}
+
+    def forward(self, model_inputs, **forward_params):
+        # Unlike the base class, the outputs stay on the model's device: postprocess warps the parsing logits back
+        # onto the photo there, and only the uint8 masks come to the CPU.
+        with self.device_placement(), torch.inference_mode():
+            return self._forward(model_inputs, **forward_params)
+
+    def _forward(self, batch: dict, tasks=None, flip_recognition: bool = False) -> dict:
+        """One model pass per input over the faces of the batch (each encoder input once). Returns per item:
+        ``is_last``, ``photo`` and, for the faces, ``task_logits/<task>`` and ``landmarks/<task>`` rows."""
+        out = {"is_last": batch["is_last"], "photo": batch["photo"]}
+        small, dense = batch.get("pixel_values"), batch.get("dense_pixel_values")
+        if small is None and dense is None:
+            return out  # no face among these items
+        selected = self._task_list(tasks)
+        dtype = self.model.dtype  # a PreTrainedModel's parameter dtype, or an ONNX Runtime model's graph dtype
+        outputs = self.model(pixel_values=None if small is None else small.to(self.device, dtype),
+                             dense_pixel_values=None if dense is None else dense.to(self.device, dtype),
+                             tasks=[task.name for task in selected])
+        recognition = [task.name for task in selected if task.readout == "embedding"]
+        if flip_recognition and recognition:
+            # official verification protocol: embedding(face) + embedding(mirrored face), then normalise
+            mirrored = self.model(pixel_values=small.flip(-1).to(self.device, dtype), tasks=recognition)
+            for name in recognition:
+                outputs.task_logits[name] = outputs.task_logits[name] + mirrored.task_logits[name]
+        has_face = batch["has_face"]
+        for name, logits in outputs.task_logits.items():
+            out[f"task_logits/{name}"] = _per_item(logits, has_face)
+        for name, points in (outputs.landmarks or {}).items():
+            out[f"landmarks/{name}"] = _per_item(points, has_face)
+        return out
+
+    def postprocess(self, face_outputs: list[dict], tasks=None, mask_format: str = CALL_DEFAULTS["mask_format"]):
+        """All items of one photo -> its list of faces (``post_process_face_analysis``), or its error dict."""
+        photo = face_outputs[0]["photo"]
+        if photo.error is not None:
+            return {"error": str(photo.error), "input": photo.error.source}
+        if photo.geometry.num_faces == 0:
+            return []
+        fields = {"task_logits": {}, "landmarks": {}}
+        for key in face_outputs[0]:
+            if "/" in key:
+                field, name = key.split("/", 1)
+                fields[field][name] = torch.cat([output[key] for output in face_outputs])
+        outputs = FaceptorOutput(task_logits=fields["task_logits"], landmarks=fields["landmarks"] or None,
+                                 untrained=True if getattr(self.model, "is_untrained", False) else None)
+        return self.image_processor.post_process_face_analysis(outputs, photo.geometry, self._task_list(tasks),
+                                                               mask_format)[0]
 
     def _task_list(self, tasks):
         config = self.model.config
@@ -307,41 +435,33 @@ class FaceAnalysisPipeline(Pipeline):
             return [t for t in config.tasks]
         return [config.get_task(name) for name in ([tasks] if isinstance(tasks, str) else tasks)]
 
-    def _run_batches(self, order, aligned, selected, batch_size, mask_format, results, flip_recognition=False):
-        model = self.model
-        names = [t.name for t in selected]
-        needs_small = any(t.model_input == "pixel_values" for t in selected)
-        needs_dense = any(t.model_input == "dense_pixel_values" for t in selected)
-        dtype = model.dtype  # a PreTrainedModel's parameter dtype, or an ONNX Runtime model's graph dtype
-        # Flatten faces across images, keeping (image, face) ownership.
-        owners = [(i, f) for i in order for f in range(aligned[i]["image_indices"].shape[0])]
-        for start in range(0, len(owners), max(1, batch_size)):
-            chunk = owners[start:start + batch_size]
-            small = torch.stack([aligned[i]["pixel_values"][f] for i, f in chunk]) if needs_small else None
-            dense = torch.stack([aligned[i]["dense_pixel_values"][f] for i, f in chunk]) if needs_dense else None
-            with self._stage("analyse"), torch.inference_mode():
-                outputs = model(
-                    pixel_values=None if small is None else small.to(self.device, dtype),
-                    dense_pixel_values=None if dense is None else dense.to(self.device, dtype), tasks=names)
-                recognition = [t.name for t in selected if t.readout == "embedding"]
-                if flip_recognition and recognition:
-                    # official verification protocol: embedding(face) + embedding(mirrored face), then normalise
-                    mirrored = model(pixel_values=small.flip(-1).to(self.device, dtype), tasks=recognition)
-                    for name in recognition:
-                        outputs.task_logits[name] = outputs.task_logits[name] + mirrored.task_logits[name]
-            # Decode face by face against its own image's metadata.
-            with self._stage("postprocess"):
-                self._decode_chunk(outputs, chunk, aligned, selected, mask_format, results)
+    def verify(self, image_a, image_b, *, threshold: float = VERIFICATION_THRESHOLD, task: str | None = None,
+               flip: bool = True, **options) -> dict:
+        """Are the faces of two photos the same person?
 
-    def _decode_chunk(self, outputs, chunk, aligned, selected, mask_format, results):
-        """Decode a batch of faces from several images at once: each face becomes its own "image" entry carrying
-        its image's size, so one post-processing call serves the whole batch."""
-        meta = {key: torch.stack([aligned[i][key][f] for i, f in chunk])
-                for key in ("affine_matrices", "dense_affine_matrices", "face_boxes", "face_keypoints")}
-        meta["image_indices"] = torch.arange(len(chunk))
-        meta["original_sizes"] = torch.stack([aligned[i]["original_sizes"][0] for i, _ in chunk])
-        if all("face_scores" in aligned[i] for i, _ in chunk):
-            meta["face_scores"] = torch.stack([aligned[i]["face_scores"][f] for i, f in chunk])
-        decoded = self.image_processor.post_process_face_analysis(outputs, meta, selected, mask_format)
-        for (i, _), faces in zip(chunk, decoded):
-            results[i].extend(faces)
+        Uses the most confident face of each photo (or the given ``face_keypoints``/``face_boxes`` per photo in
+        ``options``) and the official verification protocol: embedding(face) + embedding(mirrored face), L2
+        normalised (``flip=False`` skips the mirror pass). Returns ``{"similarity": cosine in [-1, 1], "same":
+        similarity >= threshold, "threshold": threshold, "faces": [face_a, face_b]}``; raises
+        ``FaceAnalysisError`` naming the photo that has no face.
+        """
+        config = self.model.config
+        recognition = [t.name for t in config.tasks if t.readout == "embedding"]
+        if task is None:
+            if not recognition:
+                raise ValueError(f"this model has no face-recognition task (tasks: {config.task_names})")
+            task = recognition[0]
+        elif task not in recognition:
+            raise ValueError(f"task {task!r} is not a face-recognition (embedding) task; those are {recognition}")
+        faces = self([image_a, image_b], **{**options, "tasks": [task], "flip_recognition": flip, "max_faces": 1})
+        for index, found in enumerate(faces):
+            if not found:
+                source = image_name((image_a, image_b)[index], index)
+                raise FaceAnalysisError(f"{source}: no face found to verify", index, source)
+        embeddings = [torch.tensor(found[0]["tasks"][task]["embedding"]) for found in faces]
+        similarity = float(embedding_similarity(embeddings[0], embeddings[1]))
+        result = {"similarity": round(similarity, 6), "same": similarity >= threshold, "threshold": threshold,
+                  "faces": [faces[0][0], faces[1][0]]}
+        if getattr(self.model, "is_untrained", False):
+            result["untrained"] = True
+        return result

@@ -130,7 +130,7 @@ def test_bad_face_geometry(astronaut, kwargs, message):
 def test_box_partly_outside_is_padded(astronaut):
     out = FaceptorImageProcessor()(astronaut, face_boxes=np.array([[-100.0, -50.0, 150.0, 200.0]]))
     crop = out["dense_pixel_values"][0]
-    assert torch.isfinite(crop).all() and out["face_boxes"][0, 0] == -100
+    assert torch.isfinite(crop).all() and out.geometry.face_boxes[0, 0] == -100
 
 
 def test_list_length_mismatch(astronaut):
@@ -142,3 +142,27 @@ def test_decoded_images_round_trip_through_the_loader():
     tiny = load_image(np.full((1, 1, 3), 255, dtype=np.uint8))
     assert tiny.shape == (3, 1, 1)
     assert torch.equal(load_image(tiny), tiny)
+
+
+def test_urls_and_data_uris_load_like_files(tmp_path):
+    """What transformers' image pipelines accept as strings: http(s) URLs (served here on the loopback) and base64
+    data URIs; a failing download names the URL."""
+    import base64
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(IMAGES))
+    handler.log_message = lambda *args: None
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        expected = load_image(IMAGES / "astronaut.png")
+        assert torch.equal(load_image(f"{base}/astronaut.png"), expected)
+        with pytest.raises(ImageLoadError, match=r"missing\.png: cannot be downloaded .*404"):
+            load_image(f"{base}/missing.png")
+        server.shutdown()
+    uri = "data:image/png;base64," + base64.b64encode((IMAGES / "astronaut.png").read_bytes()).decode()
+    assert torch.equal(load_image(uri), expected)
+    with pytest.raises(ImageLoadError, match=r"image 3 \(data URI\): not a valid base64"):
+        load_image("data:image/png;base64,@@@", 3)

@@ -99,7 +99,7 @@ def test_border_faces_are_padded_not_shifted():
     out = processor(image, face_keypoints=keypoints.numpy())
     small = out["pixel_values"][0] * 0.5 + 0.5
     assert (small < 0.01).all(dim=0).any() and (small > 0.99).all(dim=0).any()  # both padding and image content
-    matrix = out["affine_matrices"][0]
+    matrix = out.geometry.affine_matrices[0]
     inside = transform_points(matrix[None], torch.tensor([[[0.0, 0.0]]], dtype=torch.float64))[0, 0].round().long()
     assert small[:, inside[1].clamp(0, 111) + 2, inside[0].clamp(0, 111) + 2].min() > 0.9
 

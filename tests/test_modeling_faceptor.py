@@ -324,13 +324,21 @@ def test_torch_compile_full_graph(variant_config):
 
 
 def test_model_accepts_processor_output_directly():
+    """The processor's output holds only model inputs; its face geometry is apart and is no model argument."""
     from faceptor_hf import FaceptorImageProcessor
 
     model = build(tiny_config())
-    inputs = FaceptorImageProcessor()(torch.rand(3, 90, 120))
+    processor = FaceptorImageProcessor()
+    inputs = processor(torch.rand(3, 90, 120))
+    assert set(inputs) == {"pixel_values", "dense_pixel_values"}
     with torch.no_grad():
         out = model(**inputs)
     assert out.task_logits["parsing_tiny"].shape == (1, 3, 128, 128)
+    faces = processor.post_process_face_analysis(out, inputs, model.config)
+    mask = faces[0][0]["tasks"]["parsing_tiny"]["mask"]
+    assert len(faces) == 1 and len(faces[0]) == 1 and (len(mask), len(mask[0])) == (90, 120)
+    with pytest.raises(TypeError, match=r"unexpected arguments \['affine_matrices'\]"):
+        model(**inputs, affine_matrices=inputs.geometry.affine_matrices)
 
 
 def test_pipeline_entry_is_only_in_the_save_that_asked_for_it(tmp_path):

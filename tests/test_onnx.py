@@ -136,7 +136,7 @@ def test_other_architectures_match_pytorch(variant, tasks, tmp_path):
 
 def test_model_calling_convention(model, onnx_model):
     small = torch.randn(2, 3, 112, 112)
-    out = onnx_model(pixel_values=small, tasks=["age_morph2"], affine_matrices=None)
+    out = onnx_model(pixel_values=small, tasks=["age_morph2"])
     assert list(out.task_logits) == ["age_morph2"] and out.landmarks is None
     with torch.inference_mode():
         assert_relative_close(out.task_logits["age_morph2"], model(pixel_values=small).task_logits["age_morph2"], "age")

@@ -1,12 +1,16 @@
 """pipeline("face-analysis") end to end with a tiny random checkpoint, remote code, and the CLI."""
 
+import gzip
+import hashlib
 import json
 import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
+import PIL.Image
 import pytest
 from transformers import pipeline
 
@@ -124,3 +128,63 @@ def test_flip_recognition_sums_mirrored_embeddings(pipe):
     flipped = pipe(image, tasks=["recog_ms1mv3"], flip_recognition=True)[0]["tasks"]["recog_ms1mv3"]["embedding"]
     assert abs(np.linalg.norm(flipped) - 1) < 1e-4
     assert 0.5 < float(np.dot(plain, flipped)) < 0.99999  # related to, but not the same as, the one-view embedding
+
+
+# ---- outputs pinned across refactors ----------------------------------------------------------------------------
+REFERENCE_OUTPUTS = Path(__file__).parent / "fixtures" / "pipeline_reference_outputs.json.gz"
+
+
+def reference_calls(pipe) -> dict:
+    """The tiny checkpoint's results on the shipped photos for each way of calling the pipeline, JSON-ready, with
+    each parsing mask replaced by the SHA-256 of its JSON (the masks themselves would make a large fixture)."""
+    astronaut, hopper = str(IMAGES / "astronaut.png"), str(IMAGES / "grace_hopper.jpg")
+    pixels = np.asarray(PIL.Image.open(IMAGES / "astronaut.png").convert("RGB"))
+    keypoints = np.array([[204.7, 101.0], [247.3, 103.4], [223.6, 129.4], [202.6, 138.2], [244.4, 140.4]])
+    many = np.stack([keypoints + np.array([dx, dy]) for dx in (-30, 0, 30) for dy in (-20, 20)])
+    blank = np.full((200, 300, 3), 127, dtype=np.uint8)
+    results = {
+        "single": pipe(astronaut),
+        "single_rle": pipe(hopper, mask_format="rle"),
+        "list": pipe([astronaut, hopper], batch_size=8, mask_format="rle"),
+        "list_batch_1": pipe([hopper, astronaut], batch_size=1, mask_format="rle"),
+        "tasks_flip": pipe([astronaut, hopper], tasks=["recog_ms1mv3", "age_morph2"], flip_recognition=True),
+        "keypoints": pipe(pixels, face_keypoints=many, batch_size=4, tasks=["age_morph2", "align_300w"]),
+        "boxes": pipe([pixels], face_boxes=[np.array([[180.0, 60.0, 270.0, 170.0]])], mask_format="rle"),
+        "errors_and_blank": pipe([astronaut, b"", blank, hopper], on_error="return", mask_format="rle",
+                                 tasks=["biattr_celeba", "affect_affectnet", "parsing_celebam"]),
+        "verify": pipe.verify(astronaut, hopper),
+    }
+    results = json.loads(json.dumps(results))
+    for face in _all_faces(results):
+        for result in face["tasks"].values():
+            if "mask" in result:
+                result["mask"] = hashlib.sha256(json.dumps(result["mask"]).encode()).hexdigest()
+    return results
+
+
+def _all_faces(value):
+    if isinstance(value, dict) and "tasks" in value:
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _all_faces(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _all_faces(item)
+
+
+def test_outputs_match_the_recorded_reference(pipe):
+    """Bit-identical to what the pipeline returned before it became a ChunkPipeline (recorded with the tiny
+    checkpoint of conftest; rerun ``record_reference_outputs`` only for an intended change of results)."""
+    with gzip.open(REFERENCE_OUTPUTS, "rt") as handle:
+        expected = json.load(handle)
+    actual = reference_calls(pipe)
+    assert list(actual) == list(expected)
+    for name in expected:
+        assert actual[name] == expected[name], name
+
+
+def record_reference_outputs(checkpoint_folder) -> None:
+    results = reference_calls(pipeline("face-analysis", model=str(checkpoint_folder)))
+    with gzip.open(REFERENCE_OUTPUTS, "wt") as handle:
+        json.dump(results, handle)

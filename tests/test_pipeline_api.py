@@ -42,7 +42,8 @@ def test_processor_names_an_unknown_option_and_the_valid_ones():
 def test_processor_returns_numpy_when_asked():
     out = FaceptorImageProcessor()(torch.rand(3, 40, 40), return_tensors="np")
     assert isinstance(out["pixel_values"], np.ndarray) and out["pixel_values"].shape == (1, 3, 112, 112)
-    assert isinstance(out["dense_affine_matrices"], np.ndarray)
+    assert isinstance(out.geometry.dense_affine_matrices, np.ndarray) and set(out) == {"pixel_values",
+                                                                                       "dense_pixel_values"}
 
 
 def test_a_model_object_makes_a_pipeline_and_its_results_say_untrained(pipe):
@@ -89,3 +90,31 @@ def test_verify_names_the_photo_without_a_face(pipe):
         pipe.verify(str(IMAGES / "astronaut.png"), blank)
     with pytest.raises(ValueError, match="not a face-recognition"):
         pipe.verify(str(IMAGES / "astronaut.png"), str(IMAGES / "astronaut.png"), task="age_morph2")
+
+
+def test_faces_of_several_photos_share_one_pass_per_encoder_input(model, pipe):
+    """One model call per batch of faces, whichever photos they come from; a photo without a face or one that
+    fails takes no place in the model's input and keeps its own result."""
+    from transformers.pipelines.base import ChunkPipeline
+
+    calls = []
+
+    def counting_forward(**kwargs):
+        calls.append({key: tuple(value.shape) for key, value in kwargs.items() if key.endswith("pixel_values")
+                      and value is not None})
+        return type(model).forward(model, **kwargs)
+
+    photos = [str(IMAGES / "astronaut.png"), np.full((60, 80, 3), 127, np.uint8), str(IMAGES / "grace_hopper.jpg"),
+              b"not an image"]
+    model.forward = counting_forward
+    try:
+        results = pipe(photos, batch_size=8, on_error="return", tasks=["age_morph2", "parsing_celebam"])
+        together = list(calls)
+        calls.clear()
+        pipe(photos[:3], batch_size=1, tasks=["age_morph2"])
+    finally:
+        del model.forward
+    assert isinstance(pipe, ChunkPipeline)
+    assert [len(faces) if isinstance(faces, list) else "error" for faces in results] == [1, 0, 1, "error"]
+    assert together == [{"pixel_values": (2, 3, 112, 112), "dense_pixel_values": (2, 3, 512, 512)}]
+    assert calls == [{"pixel_values": (1, 3, 112, 112)}] * 2

@@ -284,9 +284,8 @@ class FaceptorOnnxModel:
 
     def __call__(self, pixel_values=None, dense_pixel_values=None, tasks=None, output_hidden_states=None,
                  return_dict=None, output_attentions=None, **kwargs) -> FaceptorOutput:
-        unknown = set(kwargs) - FaceptorModel.PROCESSOR_METADATA
-        if unknown:
-            raise TypeError(f"unexpected arguments {sorted(unknown)}; the model takes pixel_values, "
+        if kwargs:
+            raise TypeError(f"unexpected arguments {sorted(kwargs)}; the model takes pixel_values, "
                             "dense_pixel_values, tasks and return_dict")
         if output_hidden_states or output_attentions:
             raise ValueError("the ONNX graphs return task outputs only; use the PyTorch model for hidden states "
