@@ -192,12 +192,6 @@ class FaceptorImageProcessor(BaseImageProcessor):
             m512 = resize_matrix(height, width, *dense)[None]
         return m112, m512
 
-    @staticmethod
-    def _normalise(crops: torch.Tensor, mean, std) -> torch.Tensor:
-        mean = torch.tensor(mean, dtype=crops.dtype, device=crops.device)[:, None, None]
-        std = torch.tensor(std, dtype=crops.dtype, device=crops.device)[:, None, None]
-        return (crops - mean) / std
-
     # ---- preprocessing -----------------------------------------------------------------------------------------
     def load(self, images) -> list[torch.Tensor]:
         """Decode every image to (3, H, W) float in [0, 1]; raises ``ImageLoadError`` naming the bad one."""
@@ -272,10 +266,10 @@ class FaceptorImageProcessor(BaseImageProcessor):
             work, factor = self._working_image(image.to(device))
             if return_pixel_values:
                 crops = warp_faces(work, rescale_source_matrix(m112, factor).to(device), small_size)
-                out["pixel_values"].append(self._normalise(crops, self.image_mean, self.image_std))
+                out["pixel_values"].append(self.normalize(crops, "pixel_values"))
             if return_dense_pixel_values:
                 crops = warp_faces(work, rescale_source_matrix(m512, factor).to(device), dense_size)
-                out["dense_pixel_values"].append(self._normalise(crops, self.dense_image_mean, self.dense_image_std))
+                out["dense_pixel_values"].append(self.normalize(crops, "dense_pixel_values"))
             out["affine_matrices"].append(m112)
             out["dense_affine_matrices"].append(m512)
             out["image_indices"].append(torch.full((faces,), index, dtype=torch.long))

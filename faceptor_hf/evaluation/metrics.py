@@ -1,4 +1,4 @@
-"""The official Faceptor metrics as pure functions on numpy arrays or tensors (data.md §5).
+"""The official Faceptor metrics as pure functions on numpy arrays or tensors (docs/datasets-and-evaluation.md §5).
 
 Scales follow the official evaluators' logs, with one rule for accuracies:
 * fractions: NME, failure rate, AUC, parsing F1 (the paper prints NME and F1 x 100);
@@ -32,8 +32,8 @@ def _same_length(name: str, first: np.ndarray, second: np.ndarray):
 
 
 # ---- landmarks ----------------------------------------------------------------------------------------------------
-# Normaliser points (0-based) of the official landmark sets, by point count (data.md §5.1). A pair of index lists
-# means the distance between the means of the two lists (300W's inter-pupil uses eye centroids).
+# Normaliser points (0-based) of the official landmark sets, by point count (docs/datasets-and-evaluation.md §5.1).
+# A pair of index lists means the distance between the means of the two lists (300W's inter-pupil uses eye centroids).
 NORMALIZER_POINTS = {
     "inter_ocular": {68: ([36], [45]), 98: ([60], [72]), 29: ([8], [9]), 19: ([6], [11])},
     "inter_pupil": {68: ([36, 37, 38, 39, 40, 41], [42, 43, 44, 45, 46, 47]), 98: ([96], [97]), 19: ([7], [10])},

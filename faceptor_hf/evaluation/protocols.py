@@ -1,9 +1,9 @@
 """The paper's test-time protocol of every dataset: ONE table keyed by native dataset name (``NATIVE_DATASETS``).
 
 A protocol says which split(s) are scored, which model task is evaluated, how a row becomes the model's crop
-(``data.geometry.row_matrix``: the box-crop zoom, the 512-px template scale, and LaPa's tanh-warp), the metric's
-options (NME normalisers and their points, FR/AUC threshold, parsing background) and the paper's figures (data.md
-§7) for Faceptor-Base (``compare.png``) and Faceptor-Full (``dense.png``, ``attribute.png``, ``identity.png``).
+(``dataset_crops.row_matrix``: the box-crop zoom, the 512-px template scale, and LaPa's tanh-warp), the metric's
+options (NME normalisers and their points, FR/AUC threshold, parsing background) and the paper's figures
+(docs/datasets-and-evaluation.md §7) for Faceptor-Base (``compare.png``) and Faceptor-Full (``dense.png``, ``attribute.png``, ``identity.png``).
 
     protocol = get_protocol("300w")             # or the protocol of a model task with default options:
     protocol = default_protocol("align_mine")
@@ -47,7 +47,7 @@ class Protocol:
         crop: the crop rule in words (printed in README's table).
         zoom: box crops shrink about the crop centre by this (0.8 for 300W/WFLW/COFW, 1.0 for AFLW-19).
         dense_face_scale: scale of FaRL's 5-point template for keypoint crops at 512 px (1.0 as LaPa trains).
-        warp_factor: tanh-warp on top of the crop (0.8 for LaPa, data.md §2.4; 0 = plain crop).
+        warp_factor: tanh-warp on top of the crop (0.8 for LaPa, docs/datasets-and-evaluation.md §2.4; 0 = plain crop).
         score_size: parsing is scored on a score_size x score_size frame (the target mask resized there, nearest);
             None = the mask's own size (CelebAMask-HQ: 512, the official resize of its 1024 images).
         flip_sum: add the model's raw output for the mirrored crop (verification's flip-sum); None = the task type
@@ -75,7 +75,8 @@ def _nme(base, full, label="NME inter-ocular x100", metric="nme_inter_ocular"):
     return (PaperFigure(metric, label, 100.0, base, full),)
 
 
-_BOX_ZOOM = "face_box crop (data.md §2.1), zoom {zoom} about the centre; points mapped back through the inverse"
+_BOX_ZOOM = ("face_box crop (docs/datasets-and-evaluation.md §2.1), zoom {zoom} about the centre; points mapped back "
+             "through the inverse")
 _VERIFICATION_NOTE = ("flip-sum embeddings, L2-normalised; squared L2 distances; 10 folds (the fold column, contiguous "
                       "blocks as sklearn's KFold); threshold 0, 0.01, ..., 3.99 best on the other 9 folds")
 

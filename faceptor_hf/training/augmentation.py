@@ -1,4 +1,5 @@
-"""Training augmentations of the two input groups (``data.md`` §2.3, §2.6, §3, §4.13), in torch and PIL.
+"""Training augmentations of the two input groups, in torch and PIL (``docs/datasets-and-evaluation.md`` §2.3, §2.6,
+§3, §4.13).
 
 * 112-px crops (``Augmentation112``): horizontal flip, RandAugment as the official timm setting
   ``rand-m9-mstd0.5-inc1`` (2 ops, magnitude N(9, 0.5), the increasing-severity op set, grey fill 128), then random

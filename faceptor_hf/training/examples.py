@@ -1,4 +1,5 @@
-"""Dataset row (common schema, ``datasets.md``) -> training example: the normalised crop and the task's target.
+"""Dataset row (common schema, ``docs/datasets-and-evaluation.md`` §S) -> training example: the normalised crop and
+the task's target.
 
     builder = TaskExampleBuilder(task, train=True, zoom=0.8)
     example = builder(row, numpy.random.default_rng(seed))      # {"pixel_values": (3, S, S), "target": ...}
