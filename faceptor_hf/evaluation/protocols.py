@@ -3,7 +3,8 @@
 A protocol says which split(s) are scored, which model task is evaluated, how a row becomes the model's crop
 (``dataset_crops.row_matrix``: the box-crop zoom, the 512-px template scale, and LaPa's tanh-warp), the metric's
 options (NME normalisers and their points, FR/AUC threshold, parsing background) and the paper's figures
-(docs/datasets-and-evaluation.md §7) for Faceptor-Base (``compare.png``) and Faceptor-Full (``dense.png``, ``attribute.png``, ``identity.png``).
+(docs/datasets-and-evaluation.md §7) for Faceptor-Base (``compare.png``) and Faceptor-Full (``dense.png``,
+``attribute.png``, ``identity.png``).
 
     protocol = get_protocol("300w")             # or the protocol of a model task with default options:
     protocol = default_protocol("align_mine")
