@@ -197,8 +197,13 @@ for _type_name, _loss in LOSS_OF_TYPE.items():
 
 def task_loss(task: FaceptorTask, raw: torch.Tensor, targets: torch.Tensor, state: dict | None = None):
     """The registered loss of ``task``'s type; ``ValueError`` naming the task where its type has none."""
+    task_type = get_task_type(task)
+    if task_type.name != task.type:  # not registered here: the task runs as its readout's generic type
+        raise ValueError(f"task {task.name!r}: task type {task.type!r} has no loss (it is not registered in this "
+                         "process); register it with faceptor_hf.register_task_type and attach its loss with "
+                         f"faceptor_hf.task_types.attach_task_part({task.type!r}, 'loss', fn)")
     try:
-        loss = get_task_type(task).loss
+        loss = task_type.loss
     except LookupError as error:
         raise ValueError(f"task {task.name!r}: {error}") from None
     return loss(task, raw, targets, state or {})
