@@ -7,7 +7,8 @@ the official Base recipe, scaled by ``--batch-scale``):
   checkpointing;
 * official path: fp32, eager attention with materialised weights, the same grouping (the official solver also
   concatenates a size group), one decoder call per task.
-Losses are the registry's (official formulas); the step includes backward and an AdamW update.
+Both steps are ``FaceptorForMultiTaskTraining`` forward passes that return the loss (the registry's losses, official
+formulas); the step includes backward and an AdamW update.
 
     python benchmarks/benchmark_training.py --batch-scale 0.0625            # CPU: 1/16 of the official batches
     python benchmarks/benchmark_training.py --device cuda --dtypes float32 bfloat16
@@ -22,10 +23,9 @@ import time
 
 import torch
 
-from faceptor_hf import FaceptorConfig, FaceptorModel
+from faceptor_hf import FaceptorConfig
 from faceptor_hf.task_types import get_task_type
-from faceptor_hf.training.losses import combine_task_losses, official_loss_weights
-from faceptor_hf.training.trainer import TrainingModule
+from faceptor_hf.training import FaceptorForMultiTaskTraining
 
 # Official per-GPU batch sizes of Faceptor-Base (model.md §5.3).
 BASE_BATCHES = {"recog_ms1mv3": 128, "age_morph2": 32, "biattr_celeba": 32, "affect_affectnet": 32,
@@ -33,51 +33,44 @@ BASE_BATCHES = {"recog_ms1mv3": 128, "age_morph2": 32, "biattr_celeba": 32, "aff
 IDENTITIES = 1000  # the real classifier has 93,431 rows; its matmul is small next to the encoder
 
 
-def synthetic_batch(model, scale: float, device, seed: int = 0):
-    """{model_input: (pixels, ranges)} and targets per task, in the forms the builder produces."""
+def synthetic_batch(model, scale: float, device, seed: int = 0) -> dict:
+    """``FaceptorForMultiTaskTraining`` keyword arguments: pixels per model input, each task's rows and its
+    targets in the forms the example builder produces."""
     generator = torch.Generator().manual_seed(seed)
-    groups, targets = {}, {}
+    pixels, task_rows, labels = {}, {}, {}
     for name, full in BASE_BATCHES.items():
         task = model.config.get_task(name)
         size = 112 if task.model_input == "pixel_values" else 512
         count = max(1, round(full * scale))
-        groups.setdefault(task.model_input, []).append((name, torch.randn(count, 3, size, size, generator=generator)))
+        parts = pixels.setdefault(task.model_input, [])
+        start = sum(part.shape[0] for part in parts)
+        parts.append(torch.randn(count, 3, size, size, generator=generator))
+        task_rows[name] = slice(start, start + count)
         column = get_task_type(task).label_column
         if column == "identity":
-            targets[name] = torch.randint(0, IDENTITIES, (count,), generator=generator)
+            labels[name] = torch.randint(0, IDENTITIES, (count,), generator=generator)
         elif column == "age":
-            targets[name] = torch.rand(count, generator=generator) * 80 + 10
+            labels[name] = torch.rand(count, generator=generator) * 80 + 10
         elif column == "attributes":
-            targets[name] = torch.randint(-1, 2, (count, task.num_queries), generator=generator).to(torch.int8)
+            labels[name] = torch.randint(-1, 2, (count, task.num_queries), generator=generator).to(torch.int8)
         elif column == "expression":
-            targets[name] = torch.randint(0, task.num_queries, (count,), generator=generator)
+            labels[name] = torch.randint(0, task.num_queries, (count,), generator=generator)
         elif column == "mask":
-            targets[name] = torch.randint(0, task.num_queries, (count, 512, 512), generator=generator)
+            labels[name] = torch.randint(0, task.num_queries, (count, 512, 512), generator=generator)
         else:
-            targets[name] = torch.rand(count, task.num_queries, 2, generator=generator) * 511
-    batches = {}
-    for model_input, parts in groups.items():
-        start, ranges = 0, []
-        for name, pixels in parts:
-            ranges.append((name, start, start + pixels.shape[0]))
-            start += pixels.shape[0]
-        batches[model_input] = (torch.cat([p for _, p in parts]).to(device), ranges)
-    return batches, {name: value.to(device) for name, value in targets.items()}
+            labels[name] = torch.rand(count, task.num_queries, 2, generator=generator) * 511
+    inputs = {model_input: torch.cat(parts).to(device) for model_input, parts in pixels.items()}
+    return {**inputs, "task_rows": task_rows, "labels": {name: value.to(device) for name, value in labels.items()}}
 
 
-def make_step(module, optimizer, batches, targets, weights, autocast_dtype):
+def make_step(module, optimizer, batch, autocast_dtype):
     def step():
         device_type = next(module.parameters()).device.type
         context = torch.autocast(device_type, dtype=autocast_dtype) if autocast_dtype else torch.autocast(
             device_type, enabled=False)
         with context:
-            raw, classifiers = module(batches)
-        losses = {}
-        for name, output in raw.items():
-            task = module.model.config.get_task(name)
-            state = {"classifier_weight": classifiers[name]} if name in classifiers else {}
-            losses[name] = get_task_type(task).loss(task, output.float(), targets[name], state)
-        combine_task_losses(losses, weights).backward()
+            loss = module(**batch).loss
+        loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
@@ -104,15 +97,12 @@ def measure(step, device, warmup: int, iters: int) -> tuple[float, float]:
 
 
 def build(attn: str, device, checkpointing: bool):
-    import faceptor_hf.training  # noqa: F401 - attaches the losses to the registry
-
     config = FaceptorConfig.faceptor_base()
-    config._attn_implementation = attn
+    config._attn_implementation = attn  # the preset's tasks carry the official Base recipe's loss weights
     torch.manual_seed(0)
-    model = FaceptorModel(config)
-    module = TrainingModule(model, {"recog_ms1mv3": (IDENTITIES, 512)}).to(device).train()
+    module = FaceptorForMultiTaskTraining(config, {"recog_ms1mv3": IDENTITIES}).to(device).train()
     if checkpointing:
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        module.faceptor.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     return module, torch.optim.AdamW(module.parameters(), lr=1e-5, weight_decay=0.05)
 
 
@@ -128,19 +118,17 @@ def main(argv=None):
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     official, official_optimizer = build("eager", device, checkpointing=False)
-    batches, targets = synthetic_batch(official.model, args.batch_scale, device)
-    samples = sum(pixels.shape[0] for pixels, _ in batches.values())
-    weights = official_loss_weights(list(BASE_BATCHES), recipe="base")
-    baseline, baseline_peak = measure(make_step(official, official_optimizer, batches, targets, weights, None),
-                                      device, args.warmup, args.iters)
+    batch = synthetic_batch(official, args.batch_scale, device)
+    samples = sum(rows.stop - rows.start for rows in batch["task_rows"].values())
+    baseline, baseline_peak = measure(make_step(official, official_optimizer, batch, None), device, args.warmup,
+                                      args.iters)
     del official, official_optimizer
     rows = [{"path": "official", "dtype": "float32", "seconds_per_step": baseline, "samples_per_s": samples / baseline,
              "peak_gib": baseline_peak, "speedup": 1.0}]
     for dtype_name in args.dtypes:
         module, optimizer = build("sdpa", device, args.gradient_checkpointing)
         dtype = None if dtype_name == "float32" else getattr(torch, dtype_name)
-        seconds, peak = measure(make_step(module, optimizer, batches, targets, weights, dtype), device,
-                                args.warmup, args.iters)
+        seconds, peak = measure(make_step(module, optimizer, batch, dtype), device, args.warmup, args.iters)
         rows.append({"path": "ours" + (" + checkpointing" if args.gradient_checkpointing else ""),
                      "dtype": dtype_name, "seconds_per_step": seconds, "samples_per_s": samples / seconds,
                      "peak_gib": peak, "speedup": baseline / seconds})

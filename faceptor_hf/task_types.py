@@ -6,7 +6,8 @@ A *task type* (``TaskType``) holds everything that differs between kinds of task
 on ``task_decoding``), how predictions become JSON (``format``), a one-line caption (``summarize``), how its labels
 are described on a model card, which outputs swap under a horizontal flip (``flip_permutation``), and — attached by
 the training and evaluation packages — its ``loss`` and ``metric``. No other module switches on a type name: they
-ask the registry.
+ask the registry. Shipped with a saved model, this file imports no training code: asking a type for its ``loss``
+before ``faceptor_hf.training`` is imported is an error that says so.
 
     register_task_type(TaskType(name="pose", readout="value", ...))     # once, then use it in any config
 
@@ -116,7 +117,10 @@ class TaskType:
             ``age``, ``attributes``, ``expression``, ``mask``, ``landmarks``, ...); training and evaluation read it.
         spatial: None, ``"points"`` (``decode`` gives ``points`` in crop pixels that the processor maps back to the
             image) or ``"mask"`` (the processor warps the raw logits back to the image before ``parsing_labels``).
-        loss: ``(task, raw, targets, state) -> fp32 scalar`` (state: trainer tensors) — set by ``faceptor_hf.training``.
+        loss: (read-only; ``attach_task_part(name, "loss", fn)`` sets it) ``(task, raw, targets, state) -> fp32
+            scalar``, ``state`` holding the training model's tensors (recognition: ``classifier_weight``). Importing
+            ``faceptor_hf.training`` attaches the loss of every built-in type; asking for a loss that is not
+            attached raises ``LookupError`` naming what to import or attach, never returns None.
         metric: ``(task, **protocol options) -> accumulator`` with ``image_columns``, ``target_columns``,
             ``flip_sum``, ``update(EvaluationBatch) -> per-row records`` and ``compute() -> {name: float}`` —
             attached by ``faceptor_hf.evaluation`` (``evaluation.task_metrics``).
@@ -133,10 +137,9 @@ class TaskType:
     flip_permutation: Callable
     label_column: str
     spatial: str | None = None
-    loss: Callable | None = None
     metric: Callable | None = None
 
-    #: parts every registered type must have (``loss``/``metric`` join once training/evaluation register them)
+    #: parts every registered type must have (``loss``/``metric`` join once training/evaluation attach them)
     REQUIRED_PARTS = ("readout", "model_input", "decode", "format", "summarize", "describe_labels",
                       "default_labels", "flip_permutation", "label_column")
 
@@ -151,6 +154,20 @@ class TaskType:
         missing = [part for part in self.REQUIRED_PARTS if getattr(self, part) is None]
         if missing:
             raise ValueError(f"task type {self.name!r} lacks {missing}")
+
+    @property
+    def loss(self) -> Callable:
+        """The training loss ``(task, raw, targets, state) -> fp32 scalar`` attached to this type."""
+        # Kept out of the dataclass fields: a loss belongs to the type object it was attached to (a copy made with
+        # dataclasses.replace starts without one) and never shows in repr / comparisons.
+        loss = getattr(self, "_loss", None)
+        if loss is not None:
+            return loss
+        if not any(getattr(task_type, "_loss", None) for task_type in TASK_TYPES.values()):
+            raise LookupError(f"task type {self.name!r}: no training loss is loaded in this process; "
+                              "`import faceptor_hf.training` attaches the loss of every built-in task type")
+        raise LookupError(f"task type {self.name!r} has no loss; attach one with "
+                          f"faceptor_hf.task_types.attach_task_part({self.name!r}, 'loss', fn)")
 
 
 TASK_TYPES: dict[str, TaskType] = {}
@@ -169,7 +186,12 @@ def attach_task_part(type_name: str, part: str, function: Callable):
     """Set ``loss`` or ``metric`` of a registered type (used by the training and evaluation packages)."""
     if part not in ("loss", "metric"):
         raise ValueError(f"only 'loss' and 'metric' are attached after registration, not {part!r}")
-    setattr(TASK_TYPES[type_name], part, function)
+    if type_name not in TASK_TYPES:
+        raise KeyError(f"unknown task type {type_name!r}; register it first (registered: {sorted(TASK_TYPES)})")
+    if part == "loss":
+        TASK_TYPES[type_name]._loss = function
+    else:
+        TASK_TYPES[type_name].metric = function
 
 
 def get_task_type(task: "FaceptorTask | str") -> TaskType:

@@ -161,6 +161,22 @@ def test_bad_task_types_are_refused_at_registration():
         register_task_type(broken)
 
 
+def test_asking_for_a_loss_without_training_code_says_what_to_import():
+    """The shipped registry imports no training code, and never answers None for a loss."""
+    import subprocess
+    import sys
+
+    probe = ("import sys\nimport faceptor_hf\nfrom faceptor_hf.task_types import get_task_type\n"
+             "assert not any(name.startswith('faceptor_hf.training') for name in sys.modules)\n"
+             "try:\n    get_task_type('age').loss\nexcept LookupError as error:\n    print(error)\n"
+             "import faceptor_hf.training\nprint(get_task_type('age').loss.__name__)\n")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    message, attached = result.stdout.strip().splitlines()[-2:]
+    assert "'age'" in message and "import faceptor_hf.training" in message
+    assert attached == "<lambda>"
+
+
 def test_task_names_from_command_line_style_lists():
     config = tiny_config()
     assert config.named_tasks(["age_tiny,align_tiny", "age_tiny", " parsing_tiny "]) == [

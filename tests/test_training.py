@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from datasets import Array2D, ClassLabel, Dataset, Features, Image, List, Value
 from transformers import AutoModel, pipeline
 
 from faceptor_hf.configuration_faceptor import EXPRESSION_LABELS
+from faceptor_hf.task_types import TASK_TYPES, attach_task_part
 from faceptor_hf.training.config import TrainingConfigError, parse_config
 from faceptor_hf.training.datasets import TaskDataError
 from faceptor_hf.training.trainer import FaceptorTrainer, TrainingError
@@ -179,7 +181,7 @@ def test_a_new_task_by_config_trains_from_a_pretrained_model(uninterrupted, data
     config["model"] = {"pretrained": str(stage1)}
     config["tasks"] = {"pose_synthetic": {"dataset": str(tmp_path / "pose"), "batch_size": 4, "type": "regression",
                                           "labels": ["yaw", "pitch"]}}
-    config["run"]["freeze"] = ["model.encoder."]
+    config["run"]["freeze"] = ["faceptor.encoder."]
     train(config)
     encoder_before = {k: v for k, v in state_of(stage1).items() if k.startswith("encoder.")}
     after = state_of(tmp_path / "pose_run")
@@ -187,6 +189,80 @@ def test_a_new_task_by_config_trains_from_a_pretrained_model(uninterrupted, data
     faces = pipeline("face-analysis", model=str(tmp_path / "pose_run"))(str(IMAGES / "astronaut.png"),
                                                                          tasks=["pose_synthetic"])
     assert set(faces[0]["tasks"]["pose_synthetic"]["values"]) == {"yaw", "pitch"}
+
+
+def test_the_training_model_returns_the_weighted_loss_of_each_tasks_rows():
+    from faceptor_hf import FaceptorConfig
+    from faceptor_hf.training import FaceptorForMultiTaskTraining, combine_task_losses, task_loss
+
+    config = FaceptorConfig(**TINY_ENCODER, **TINY_DECODER, tasks=[*TASKS[:2], {**TASKS[2], "loss_weight": 10.0}])
+    torch.manual_seed(0)
+    model = FaceptorForMultiTaskTraining(config, {"recog_ms1mv3": 5}).eval()  # no drop-path: rows comparable
+    assert model.classifiers["recog_ms1mv3"].shape == (5, 8) and model.loss_weights["align_tiny"] == 10.0
+    generator = torch.Generator().manual_seed(1)
+    pixels, dense = torch.randn(5, 3, 112, 112, generator=generator), torch.randn(2, 3, 64, 64, generator=generator)
+    rows = {"recog_ms1mv3": slice(0, 2), "affect_rafdb": slice(2, 5), "align_tiny": slice(0, 2)}
+    labels = {"recog_ms1mv3": torch.tensor([4, 1]), "affect_rafdb": torch.tensor([0, 6, 3]),
+              "align_tiny": torch.rand(2, 4, 2, generator=generator) * 511}
+    output = model(pixel_values=pixels, dense_pixel_values=dense, task_rows=rows, labels=labels)
+    assert output.task_logits["affect_rafdb"].shape == (3, 7) and output.task_logits["recog_ms1mv3"].shape == (2, 8)
+    alone = model.faceptor(pixel_values=pixels[2:5], tasks=["affect_rafdb"]).task_logits["affect_rafdb"]
+    torch.testing.assert_close(output.task_logits["affect_rafdb"], alone)
+    expected = {name: task_loss(config.get_task(name), output.task_logits[name], labels[name],
+                                {"classifier_weight": model.classifiers[name]} if name in model.classifiers else {})
+                for name in rows}
+    for name, value in expected.items():
+        torch.testing.assert_close(output.task_losses[name], value)
+    torch.testing.assert_close(output.loss, combine_task_losses(expected, {"recog_ms1mv3": 1.0, "affect_rafdb": 1.0,
+                                                                             "align_tiny": 10.0}))
+    output.loss.backward()
+    assert model.classifiers["recog_ms1mv3"].grad.abs().sum() > 0  # used inside forward, as DDP needs
+    assert model(pixel_values=pixels, task_rows={"affect_rafdb": slice(2, 5)}).loss is None
+    with pytest.raises(ValueError, match=r"labels given for task\(s\) \['align_tiny'\] that task_rows does not"):
+        model(pixel_values=pixels, task_rows={"affect_rafdb": slice(2, 5)},
+              labels={"affect_rafdb": labels["affect_rafdb"], "align_tiny": labels["align_tiny"]})
+    with pytest.raises(ValueError, match="'align_tiny' reads dense_pixel_values"):
+        model(pixel_values=pixels, task_rows={"align_tiny": slice(0, 2)})
+    with pytest.raises(ValueError, match="not recognition tasks"):
+        FaceptorForMultiTaskTraining(config, {"affect_rafdb": 3})
+
+
+def test_checkpoints_written_before_the_training_model_resume(uninterrupted, data, tmp_path):
+    """Checkpoints of the earlier training module (the published model under ``model.``) load as ``faceptor.``."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    output_a, _ = uninterrupted
+    earlier = tmp_path / "checkpoint-3"
+    shutil.copytree(output_a / "checkpoint-3", earlier)
+    weights = next(p for p in earlier.iterdir() if p.suffix == ".safetensors")
+    state = load_file(weights)
+    assert any(key.startswith("faceptor.") for key in state)
+    save_file({("model." + key[len("faceptor."):] if key.startswith("faceptor.") else key): value
+               for key, value in state.items()}, weights, metadata={"format": "pt"})
+    config = parse_config(run_config(data, tmp_path / "out"))
+    current, resumed = FaceptorTrainer(config), FaceptorTrainer(config)
+    current.resume(str(output_a / "checkpoint-3"))
+    resumed.resume(str(earlier))
+    assert resumed.step == current.step == 3
+    a, b = current.module.state_dict(), resumed.module.state_dict()
+    assert set(a) == set(b)
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], atol=0, rtol=0, msg=name)
+    # and a run's freeze patterns written for those names still mean the same parameters
+    legacy = run_config(data, tmp_path / "out")
+    legacy["run"].update(freeze=["model.encoder."], trainable=["model.decoder", "classifiers."])
+    run = parse_config(legacy).run
+    assert run.freeze == ["faceptor.encoder."] and run.trainable == ["faceptor.decoder", "classifiers."]
+
+
+def test_periodic_evaluation_without_a_protocol_uses_the_task_types_metric(data, tmp_path, capsys):
+    config = run_config(data, tmp_path / "plain_eval", max_steps=2, save_steps=None, eval_steps=2, eval_limit=4)
+    config["tasks"]["affect_rafdb"].update(eval_dataset=str(data / "faces"))
+    train(config)
+    evaluation = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"step"')]
+    assert evaluation and "eval/affect_rafdb/accuracy" in evaluation[-1], evaluation
 
 
 @pytest.mark.parametrize("change, error, message", [
@@ -219,27 +295,35 @@ def test_labels_out_of_range_name_task_and_column(data, tmp_path):
         FaceptorTrainer(parse_config(config))
 
 
+@contextmanager
+def non_finite_losses(*type_names):
+    """The losses of ``type_names`` return NaN while the block runs (the registry's own losses afterwards)."""
+    originals = {name: TASK_TYPES[name].loss for name in type_names}
+
+    def poisoned(original):
+        return lambda task, raw, targets, state: original(task, raw, targets, state) * float("nan")
+
+    for name, original in originals.items():
+        attach_task_part(name, "loss", poisoned(original))
+    try:
+        yield
+    finally:
+        for name, original in originals.items():
+            attach_task_part(name, "loss", original)
+
+
 def test_non_finite_loss_stops_with_step_and_task_or_is_skipped(data, tmp_path):
     config = run_config(data, tmp_path / "nan", max_steps=2, save_steps=None)
     trainer = FaceptorTrainer(parse_config(config))
-    trainer.weights["affect_rafdb"] = 1.0
-    original = trainer._losses
-
-    def poisoned(raw, targets, classifiers=None):
-        losses = original(raw, targets, classifiers)
-        losses["affect_rafdb"] = losses["affect_rafdb"] * float("nan")
-        return losses
-
-    trainer._losses = poisoned
-    with pytest.raises(TrainingError, match=r"step 0: non-finite loss in task\(s\) \['affect_rafdb'\]"):
+    with non_finite_losses("affect"), pytest.raises(
+            TrainingError, match=r"step 0: non-finite loss in task\(s\) \['affect_rafdb'\]"):
         trainer.train()
     config["run"]["on_nonfinite"] = "skip"
     config["run"]["output_dir"] = str(tmp_path / "nan_skip")
     trainer = FaceptorTrainer(parse_config(config))
-    trainer._losses = lambda raw, targets, classifiers=None: {k: v * float("nan") for k, v in FaceptorTrainer._losses(
-        trainer, raw, targets, classifiers).items()}
     before = trainer.weights_checksum()
-    trainer.train()
+    with non_finite_losses("recog", "affect", "align"):
+        trainer.train()
     assert trainer.skipped_steps == 2 and trainer.weights_checksum() == before
 
 

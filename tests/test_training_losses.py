@@ -1,13 +1,14 @@
 """Training losses against hand computations on tiny inputs (explicit loops over plain Python numbers), the
 registry's loss parts, and the official loss weighting."""
 
+import dataclasses
 import math
 
 import pytest
 import torch
 
 from faceptor_hf.configuration_faceptor import FACEPTOR_BASE_TASKS, OFFICIAL_TASKS, make_task
-from faceptor_hf.task_types import TASK_TYPES, get_task_type
+from faceptor_hf.task_types import TASK_TYPES, attach_task_part, get_task_type
 from faceptor_hf.training import losses
 
 
@@ -157,8 +158,12 @@ def test_losses_are_fp32_for_half_precision_inputs():
 
 
 # ---- registry parts ---------------------------------------------------------------------------------------------
-def test_every_registered_type_has_a_loss():
-    assert all(TASK_TYPES[name].loss is not None for name in TASK_TYPES)
+BUILT_IN_TYPES = ("recog", "age", "biattr", "affect", "classification", "regression", "parsing", "align")
+
+
+def test_every_built_in_type_has_its_loss_once_training_is_imported():
+    assert set(losses.LOSS_OF_TYPE) == set(BUILT_IN_TYPES)
+    assert all(TASK_TYPES[name].loss is losses.LOSS_OF_TYPE[name] for name in BUILT_IN_TYPES)
 
 
 def test_registry_parts_call_the_official_losses():
@@ -186,6 +191,12 @@ def test_a_task_whose_type_has_no_loss_gets_a_clear_error():
     unknown = make_task("gaze_x", type="gaze", readout="value", num_queries=2)
     with pytest.raises(ValueError, match="gaze_x.*'gaze' has no loss.*attach_task_part"):
         losses.task_loss(unknown, torch.zeros(1, 2), torch.zeros(1, 2))
+    # a copy of a built-in type is a new type: it brings its own loss (nothing depends on when it was made)
+    copy = dataclasses.replace(TASK_TYPES["regression"], name="gaze_copy")
+    with pytest.raises(LookupError, match="'gaze_copy' has no loss"):
+        copy.loss
+    with pytest.raises(KeyError, match="unknown task type 'never_registered'"):
+        attach_task_part("never_registered", "loss", losses.value_regression_loss)
 
 
 # ---- weighting ---------------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""Training: losses of every task type (attached to the task-type registry on import), augmentations and the
-row -> example builder. Package-only code: no file a saved model ships imports it."""
+"""Training: the model that returns its loss (``FaceptorForMultiTaskTraining``), the losses of every task type
+(attached to the task-type registry on import), augmentations, the row -> example builder and the trainer.
+Package-only code: no file a saved model ships imports it."""
 
 from .augmentation import (
     ATTRIBUTE_AUGMENTATION,
@@ -10,6 +11,7 @@ from .augmentation import (
     Augmentation512,
     default_augmentation,
 )
+from .errors import TrainingError
 from .examples import TaskExampleBuilder, TrainingExampleError, collate_examples, register_target_column
 from .losses import (
     OFFICIAL_LOSS_RECIPES,
@@ -26,16 +28,22 @@ from .losses import (
     task_loss,
     value_regression_loss,
 )
+from .modeling_training import FaceptorForMultiTaskTraining, FaceptorMultiTaskTrainingOutput
+from .trainer import FaceptorTrainer
 
 __all__ = [
     "ATTRIBUTE_AUGMENTATION",
     "Augmentation112",
     "Augmentation512",
+    "FaceptorForMultiTaskTraining",
+    "FaceptorMultiTaskTrainingOutput",
+    "FaceptorTrainer",
     "LANDMARK_AUGMENTATION",
     "OFFICIAL_LOSS_RECIPES",
     "PARSING_AUGMENTATION",
     "RECOGNITION_AUGMENTATION",
     "TaskExampleBuilder",
+    "TrainingError",
     "TrainingExampleError",
     "age_label_distribution",
     "age_loss",

@@ -98,6 +98,8 @@ class RunSpec:
     logging_steps: int = 10
     seed: int = 0
     sampling: str = "lockstep"
+    # Substrings of the training model's parameter names: ``faceptor.encoder.`` (the published model's weights
+    # are under ``faceptor.``), ``layer_attention``, ``classifiers.`` (CosFace).
     freeze: list = field(default_factory=list)
     trainable: list | None = None
     on_nonfinite: str = "stop"
@@ -268,7 +270,20 @@ def _parse(data: dict, source: str | None) -> TrainingConfig:
     for ok, message in checks:
         if not ok:
             raise TrainingConfigError(message)
+    run_spec.freeze = _parameter_patterns("run.freeze", run_spec.freeze)
+    if run_spec.trainable is not None:
+        run_spec.trainable = _parameter_patterns("run.trainable", run_spec.trainable)
     return TrainingConfig(model=model, tasks=tasks, run=run_spec, source=source, data=data)
+
+
+def _parameter_patterns(key: str, patterns: list) -> list[str]:
+    """Parameter-name patterns as strings; ``model.`` at the start (configs written when the training model held
+    the published model as ``model``) reads as ``faceptor.``."""
+    wrong = [pattern for pattern in patterns if not isinstance(pattern, str) or not pattern]
+    if wrong:
+        raise TrainingConfigError(f"{key} must list parameter-name substrings, got {wrong}")
+    return ["faceptor." + pattern[len("model."):] if pattern.startswith("model.") else pattern
+            for pattern in patterns]
 
 
 def with_run_overrides(config: TrainingConfig, **values) -> TrainingConfig:

@@ -1,12 +1,13 @@
-"""Training losses of every task type, equal to the official ones (``model.md`` §5.1), and their weighting (§5.2).
+"""Training losses of every task type, equal to the official ones, and their weighting.
 
 Each loss takes the raw head output exactly as ``FaceptorModel.forward`` returns it in ``task_logits`` and returns
-a float32 scalar, computed in float32 with autocast switched off whatever the model's precision. Importing this
-module attaches one loss per registered task type to the registry (``attach_task_part``) with the signature
+a float32 scalar, computed in float32 with autocast switched off whatever the model's precision. This module
+attaches one loss per built-in task type to the registry (``attach_task_part``) when it is imported, which
+``import faceptor_hf.training`` (and every training module that computes a loss) does; the registry's ``loss`` is
 ``loss(task, raw, targets, state) -> fp32 scalar``: ``targets`` is the batched ``target`` of
-``training.examples.collate_examples``, ``state`` holds tensors the trainer owns (recognition:
-``state["classifier_weight"]``, the (K, D) CosFace class matrix). A user's own task type brings its loss the same
-way: ``attach_task_part("pose", "loss", my_loss)``.
+``training.examples.collate_examples`` (``labels[task]`` of ``FaceptorForMultiTaskTraining``), ``state`` holds
+tensors the training model owns (recognition: ``state["classifier_weight"]``, the (K, D) CosFace class matrix). A
+user's own task type brings its loss the same way: ``attach_task_part("pose", "loss", my_loss)``.
 
 Shapes: B = batch, D = embedding width, K = identities or age bins, A = attributes, C = classes, N = landmarks.
 """
@@ -168,7 +169,7 @@ def value_regression_loss(values: torch.Tensor, targets: torch.Tensor) -> torch.
 def _recognition_part(task: FaceptorTask, raw, targets, state):
     if "classifier_weight" not in state:
         raise KeyError(f"task {task.name!r}: the CosFace loss needs state['classifier_weight'] (K, D), the class "
-                       "matrix the trainer owns")
+                       "matrix the training model owns")
     return cosface_loss(raw, state["classifier_weight"], targets)
 
 
@@ -195,11 +196,16 @@ for _type_name, _loss in LOSS_OF_TYPE.items():
 
 
 def task_loss(task: FaceptorTask, raw: torch.Tensor, targets: torch.Tensor, state: dict | None = None):
-    """The registered loss of ``task``'s type; a clear error where the type has none."""
-    loss = get_task_type(task).loss
-    if loss is None:
-        raise ValueError(f"task {task.name!r}: task type {task.type!r} has no loss; attach one with "
+    """The registered loss of ``task``'s type; ``ValueError`` naming the task where its type has none."""
+    task_type = get_task_type(task)
+    if task_type.name != task.type:  # not registered here: the task runs as its readout's generic type
+        raise ValueError(f"task {task.name!r}: task type {task.type!r} has no loss (it is not registered in this "
+                         "process); register it with faceptor_hf.register_task_type and attach its loss with "
                          f"faceptor_hf.task_types.attach_task_part({task.type!r}, 'loss', fn)")
+    try:
+        loss = task_type.loss
+    except LookupError as error:
+        raise ValueError(f"task {task.name!r}: {error}") from None
     return loss(task, raw, targets, state or {})
 
 
