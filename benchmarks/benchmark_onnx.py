@@ -3,7 +3,7 @@ face-analysis pipeline, in faces/s; optionally an int8-quantised export, with it
 
 Model rows (interleaved repetitions, best of ``--iters``): the per-task PyTorch baseline that stands in for the
 official code (encoder and decoder again for every task, as ``benchmark_inference.py``), PyTorch one-pass, ONNX
-Runtime fp32 and ONNX Runtime int8 (``--int8``). Pipeline rows: decode -> detect -> align -> analyse ->
+Runtime fp32 and ONNX Runtime int8 (``--int8``). Pipeline rows: decode -> detect -> align -> analyze ->
 post-process on 1920x1080 photos with 5 pasted portraits each (as ``benchmark_pipeline.py``), PyTorch vs ONNX
 Runtime (detector included).
 Drift: int8 vs PyTorch fp32 on the faces of the shipped photos, raw (max |d| / max |ref| per head) and decoded.
@@ -231,11 +231,11 @@ def main(argv=None):
         pipe(photos[:1], mask_format="rle")  # warm-up: detector, kernels, sessions
     seconds = interleaved({key: run(key) for key in pipes}, device, 0, max(1, args.iters - 1))
     print(f"\nWhole pipeline, {len(photos)} photos 1920x1080, {counts['pytorch']} faces:")
-    print("| backend | faces/s | vs PyTorch | stage share decode / detect / align / analyse / post-process |")
+    print("| backend | faces/s | vs PyTorch | stage share decode / detect / align / analyze / post-process |")
     print("|---|---|---|---|")
     for key, value in seconds.items():
         total = sum(stages[key].values())
-        share = " / ".join(f"{100 * stages[key][s] / total:.1f}" for s in ("decode", "detect", "align", "analyse",
+        share = " / ".join(f"{100 * stages[key][s] / total:.1f}" for s in ("decode", "detect", "align", "analyze",
                                                                             "postprocess"))
         print(f"| {'PyTorch' if key == 'pytorch' else 'ORT ' + key} | {counts[key] / value:.2f} | "
               f"{seconds['pytorch'] / value:.2f}x | {share} % |")

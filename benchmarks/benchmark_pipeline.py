@@ -1,4 +1,4 @@
-"""Whole-pipeline throughput (decode, detect, align, analyse, post-process) on 1080p photos with 5 faces each.
+"""Whole-pipeline throughput (decode, detect, align, analyze, post-process) on 1080p photos with 5 faces each.
 
 Compares one batched call over all photos against one call per photo, in the same process, and reports the share
 of time per stage: ``stage_timer`` wraps the pipeline's stage methods from outside (synchronising the GPU around
@@ -45,7 +45,7 @@ def synthetic_photos(count: int, faces: int = 5) -> list[bytes]:
 
 # Stage name -> (object attribute path on the pipeline, method name): what each stage of the table times.
 STAGES = {"decode": ((), "decode"), "detect": ((), "detect"), "align": (("image_processor",), "align"),
-          "analyse": ((), "_forward"), "postprocess": ((), "postprocess")}
+          "analyze": ((), "_forward"), "postprocess": ((), "postprocess")}
 
 
 @contextmanager
@@ -112,7 +112,7 @@ def main(argv=None):
            "batched_images_per_s": len(photos) / batched, "batched_faces_per_s": faces / batched,
            "per_image_calls_images_per_s": len(photos) / sequential, "speedup": sequential / batched,
            "stage_share": {k: round(v / total, 3) for k, v in stages.items()},
-           "model_busy": stages["analyse"] / batched}
+           "model_busy": stages["analyze"] / batched}
     print(json.dumps(row, indent=2))
     if args.json:
         with open(args.json, "a") as handle:

@@ -27,7 +27,7 @@ from faceptor_hf import FaceptorConfig
 from faceptor_hf.task_types import get_task_type
 from faceptor_hf.training import FaceptorForMultiTaskTraining
 
-# Official per-GPU batch sizes of Faceptor-Base (model.md §5.3).
+# Official per-GPU batch sizes of Faceptor-Base (docs/architecture.md §5.3).
 BASE_BATCHES = {"recog_ms1mv3": 128, "age_morph2": 32, "biattr_celeba": 32, "affect_affectnet": 32,
                 "affect_rafdb": 8, "parsing_celebam": 2, "align_300w": 2}
 IDENTITIES = 1000  # the real classifier has 93,431 rows; its matmul is small next to the encoder

@@ -443,7 +443,7 @@ def analyze_inputs(pipe, inputs, output_dir: str | os.PathLike = "outputs", *, t
     state = read_resume(jsonl, run_key) if resume else ResumeState()
     if resume and state.other_runs:
         logger.warning(f"ignoring {state.other_runs} earlier records in {jsonl} made with another model or other "
-                       "options (their inputs are analysed again; --overwrite starts a clean file)")
+                       "options (their inputs are analyzed again; --overwrite starts a clean file)")
     summary = AnalysisSummary(jsonl, earlier_records=state.records, other_runs=state.other_runs, untrained=untrained)
     writer = _RecordWriter(pipe, output_dir, tasks, run_key, untrained, mask_format, write_files, overlay,
                            {"batch_size": batch_size, "tasks": tasks, "min_face_size": min_face_size,
@@ -455,7 +455,7 @@ def analyze_inputs(pipe, inputs, output_dir: str | os.PathLike = "outputs", *, t
     with open_jsonl(jsonl) as handle:
         try:
             pending = []
-            with tqdm(total=shard.total, desc="analyse", unit="img", disable=not show) as bar:
+            with tqdm(total=shard.total, desc="analyze", unit="img", disable=not show) as bar:
                 for item in shard.items:
                     name, _, input_key, _ = item
                     if state.is_done(name, input_key):

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 
 from transformers import PretrainedConfig
 
-from .task_types import FaceptorTask
-from .task_types import make_task as _make_task
+from .task_types import FaceptorTask, task_from_dict
 
 EXPRESSION_LABELS = ["neutral", "happy", "sad", "surprise", "fear", "disgust", "anger"]
 AGE_LABELS = [str(age) for age in range(101)]
@@ -145,8 +144,10 @@ def with_official_loss_weights(tasks: list, recipe: str | None = None) -> list[F
 
 
 def make_task(name: str, **fields) -> FaceptorTask:
-    """Build one task entry (see ``task_types.make_task``); an official task name fills in its type and labels."""
-    return _make_task(name, official=OFFICIAL_TASKS.get(name), **fields)
+    """Build one task entry (see ``task_types.make_task``); an official task name fills in its type and labels.
+    ``fields`` are a task's saved fields, so the type may be given as ``type`` (as config.json stores it) or
+    ``task_type``."""
+    return task_from_dict({"name": name, **fields}, official=OFFICIAL_TASKS.get(name))
 
 
 def _as_task(entry) -> FaceptorTask:
@@ -173,7 +174,7 @@ class FaceptorConfig(PretrainedConfig):
         hidden_size, num_hidden_layers, num_attention_heads, intermediate_size, patch_size, layer_norm_eps,
         drop_path_rate: FaRL/CLIP ViT encoder (ViT-B/16: 768, 12, 12, 3072, 16, 1e-5, 0.2).
         drop_path_mode (`str`): what stochastic depth drops in training. ``"sample"`` (default, timm's usual
-            behaviour): a whole sample's residual branch. ``"token"``: one token position, shared by the whole
+            behavior): a whole sample's residual branch. ``"token"``: one token position, shared by the whole
             batch — what the official encoder does, because its blocks run sequence-first (L, B, D) and timm's
             DropPath draws one mask entry per index of the first axis. The official recipes use ``"token"``.
         position_grid_size (`int`): side of the stored position table (32 -> 1 + 32*32 rows); it is resized

@@ -3,14 +3,14 @@
 
 1. ``face_keypoints`` present -> 5-point similarity onto the input's template (ArcFace at 112 px, FaRL at 512 px);
 2. else ``face_box`` present -> the official box crop (``box_crop_matrix_official``: box edges onto the crop's
-   outer edges, anisotropic where the box is not square), then a zoom about the crop centre (``zoom``, e.g. the
+   outer edges, anisotropic where the box is not square), then a zoom about the crop center (``zoom``, e.g. the
    0.8 of the 300W/WFLW/COFW landmark protocol);
 3. else the image is already the aligned crop: resized to the input size as the official pipeline of that input
    resizes it (``whole_image_matrix``, ``warp_image``):
    * 512 px (CelebAMask-HQ's 1024-px photos): OpenCV ``resize`` INTER_LINEAR, in training and evaluation alike;
      bilinear without antialiasing, so an exact 2x shrink is a plain 2 x 2 average;
    * 112 px, training (``training=True``): timm ``RandomResizedCrop(112, scale=(1, 1), ratio=(1, 1),
-     interpolation="bicubic")`` of the attribute/age/expression transform, which for these settings is a centre
+     interpolation="bicubic")`` of the attribute/age/expression transform, which for these settings is a center
      square crop (integer offsets) followed by PIL's bicubic resize (recognition trains through the test resize:
      the example builder passes ``training=False`` for it);
    * 112 px, evaluation: torchvision ``Resize([112, 112])`` on a PIL image, i.e. PIL's bilinear resize of the whole
@@ -22,7 +22,7 @@ Sampling follows the official dense pipeline (blueprint ``TransformByMap``: Open
 border, no prefilter), so a box crop that shrinks a large face more than 2x is sampled as officially, not from the
 anti-aliased pyramid photos take (``FaceptorImageProcessor.preprocess``).
 
-Augmentations compose with that matrix (``centre_similarity``: shift, rotation, scale about the centre); labels
+Augmentations compose with that matrix (``center_similarity``: shift, rotation, scale about the center); labels
 go through the same matrix (``warp_points``, ``warp_mask``), so predictions map back with its inverse.
 Shapes: images (3, H, W) float in [0, 1]; masks (H, W) int; points (N, 2) pixel-index XY.
 """
@@ -61,8 +61,8 @@ def box_crop_matrix_official(box, size: int) -> torch.Tensor:
     return torch.tensor([[sx, 0.0, -x1 * sx - 0.5], [0.0, sy, -y1 * sy - 0.5]], dtype=torch.float64)
 
 
-def centre_similarity(size: int, scale: float = 1.0, angle: float = 0.0, shift=(0.0, 0.0)) -> torch.Tensor:
-    """(2, 3) float64 p -> s R(angle) (p - c) + c + shift about the crop centre c = ((size - 1) / 2, ...);
+def center_similarity(size: int, scale: float = 1.0, angle: float = 0.0, shift=(0.0, 0.0)) -> torch.Tensor:
+    """(2, 3) float64 p -> s R(angle) (p - c) + c + shift about the crop center c = ((size - 1) / 2, ...);
     ``angle`` in radians (y down), ``shift`` in crop pixels."""
     c = (size - 1) / 2.0
     cos, sin = math.cos(angle) * scale, math.sin(angle) * scale
@@ -79,8 +79,8 @@ def horizontal_flip(size: int) -> torch.Tensor:
 DENSE_SIZE = INPUT_SIZE_OF["dense_pixel_values"]
 
 
-def _centre_square(height: int, width: int) -> tuple[int, int, int]:
-    """(top, left, side) of timm's fallback crop for scale = ratio = 1: the centre square, integer offsets."""
+def _center_square(height: int, width: int) -> tuple[int, int, int]:
+    """(top, left, side) of timm's fallback crop for scale = ratio = 1: the center square, integer offsets."""
     side = min(height, width)
     return (height - side) // 2, (width - side) // 2, side
 
@@ -90,10 +90,10 @@ def whole_image_matrix(image_size: tuple[int, int], size: int, training: bool = 
 
     A plain resize onto the crop, except in training at every size but the dense 512 on a non-square image: timm's
     ``RandomResizedCrop`` with scale = ratio = 1 finds no square of the image's area inside it and falls back to
-    the centre square (side min(H, W), offsets ``(H - side) // 2`` and ``(W - side) // 2``), then resizes that."""
+    the center square (side min(H, W), offsets ``(H - side) // 2`` and ``(W - side) // 2``), then resizes that."""
     height, width = image_size
     if training and size != DENSE_SIZE and height != width:
-        top, left, side = _centre_square(height, width)
+        top, left, side = _center_square(height, width)
         return compose(resize_matrix(side, side, size, size), translation(-left, -top))
     return resize_matrix(height, width, size, size)
 
@@ -102,7 +102,7 @@ def row_matrix(row: dict, model_input: str, image_size: tuple[int, int], zoom: f
                dense_face_scale: float = 1.0, training: bool = False, size: int | None = None) -> torch.Tensor:
     """(2, 3) float64 image -> crop matrix of a schema row for ``model_input`` (rules 1-3 of the module doc).
 
-    ``zoom`` shrinks box crops about the centre (landmark protocols: 0.8, AFLW 1.0); ``dense_face_scale`` scales
+    ``zoom`` shrinks box crops about the center (landmark protocols: 0.8, AFLW 1.0); ``dense_face_scale`` scales
     the FaRL template of keypoint crops at 512 px (1.0 = the template as trained for LaPa); ``training`` selects
     the official training resize of rule 3 (``whole_image_matrix``); ``size`` is the crop side (default: the
     input's, ``task_types.INPUT_SIZE_OF``; the processor passes its own)."""
@@ -114,7 +114,7 @@ def row_matrix(row: dict, model_input: str, image_size: tuple[int, int], zoom: f
         return similarity_transform(points, template)[0]
     if box is not None:
         matrix = box_crop_matrix_official(box, size)
-        return compose(centre_similarity(size, zoom), matrix) if zoom != 1.0 else matrix
+        return compose(center_similarity(size, zoom), matrix) if zoom != 1.0 else matrix
     return whole_image_matrix(image_size, size, training)
 
 
@@ -137,14 +137,14 @@ def _pil_resize(image: torch.Tensor, size: int, resample: int, box: tuple[int, i
 def resize_whole_image(image: torch.Tensor, size: int, training: bool = False) -> torch.Tensor:
     """(3, H, W) float -> (3, size, size): rule 3's official resize (module doc), the crop ``whole_image_matrix``
     describes. 512 px (the dense input): bilinear without antialiasing (OpenCV INTER_LINEAR); any other size (the
-    112-px input): PIL bilinear (evaluation) or timm's centre square + PIL bicubic (training)."""
+    112-px input): PIL bilinear (evaluation) or timm's center square + PIL bicubic (training)."""
     height, width = image.shape[-2:]
     if size == DENSE_SIZE:
         return F.interpolate(image[None], size=(size, size), mode="bilinear", align_corners=False,
                              antialias=False)[0]
     if not training:
         return _pil_resize(image, size, PIL.Image.BILINEAR, None)
-    top, left, side = _centre_square(height, width)
+    top, left, side = _center_square(height, width)
     box = None if height == width else (left, top, left + side, top + side)
     return _pil_resize(image, size, PIL.Image.BICUBIC, box)
 
@@ -191,6 +191,6 @@ def unwarp_points(points: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
     return transform_points(invert_affine(flat), points.reshape(flat.shape[0], -1, 2)).reshape(points.shape)
 
 
-__all__ = ["DENSE_SIZE", "box_crop_matrix_official", "centre_similarity", "horizontal_flip", "is_whole_image",
+__all__ = ["DENSE_SIZE", "box_crop_matrix_official", "center_similarity", "horizontal_flip", "is_whole_image",
            "resize_whole_image", "row_matrix", "unwarp_points", "warp_image", "warp_mask", "warp_points",
            "whole_image_matrix"]

@@ -1,6 +1,6 @@
 """Face alignment geometry: templates, similarity fits, crop matrices and batched warps.
 
-Conventions (shared with the official data pipeline): points are pixel-index coordinates (the centre of pixel
+Conventions (shared with the official data pipeline): points are pixel-index coordinates (the center of pixel
 (row i, column j) is (x=j, y=i); an image spans [-0.5, W-0.5]); a 2x3 matrix maps original-image points to crop
 points; warping samples by inverse mapping with bilinear interpolation and zero padding outside the image.
 """
@@ -21,10 +21,10 @@ FARL_TEMPLATE_512 = [[196.0, 226.0], [316.0, 226.0], [256.0, 286.0], [220.0, 360
 
 
 def farl_template(size: int, face_scale: float) -> torch.Tensor:
-    """(5, 2) FaRL template for a ``size`` crop, shrunk by ``face_scale`` about the crop centre."""
+    """(5, 2) FaRL template for a ``size`` crop, shrunk by ``face_scale`` about the crop center."""
     template = torch.tensor(FARL_TEMPLATE_512, dtype=torch.float64) / 512.0 * (size - 1)
-    centre = (size - 1) / 2.0
-    return (template - centre) * face_scale + centre
+    center = (size - 1) / 2.0
+    return (template - center) * face_scale + center
 
 
 def arcface_template(size: int) -> torch.Tensor:
@@ -49,16 +49,16 @@ def similarity_transform(source: torch.Tensor, target: torch.Tensor) -> torch.Te
 
 def box_crop_matrix(boxes: torch.Tensor, size: int, face_scale: float = 1.0) -> torch.Tensor:
     """Crop a square around each box (x1, y1, x2, y2 boundary coordinates, side = box's longer side) onto a
-    ``size`` crop, then shrink by ``face_scale`` about the centre. boxes (F, 4) -> (F, 2, 3) float64."""
+    ``size`` crop, then shrink by ``face_scale`` about the center. boxes (F, 4) -> (F, 2, 3) float64."""
     boxes = boxes.to(torch.float64)
-    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+    center = (boxes[:, :2] + boxes[:, 2:]) / 2
     side = (boxes[:, 2:] - boxes[:, :2]).amax(-1).clamp_min(1e-6)
     scale = size / side * face_scale
     zeros = torch.zeros_like(scale)
     # x' = (x - cx) * scale + (size - 1) / 2 : box edges land on the crop's outer edges for face_scale = 1.
     offset = (size - 1) / 2.0
-    row_x = torch.stack([scale, zeros, offset - centre[:, 0] * scale], -1)
-    row_y = torch.stack([zeros, scale, offset - centre[:, 1] * scale], -1)
+    row_x = torch.stack([scale, zeros, offset - center[:, 0] * scale], -1)
+    row_y = torch.stack([zeros, scale, offset - center[:, 1] * scale], -1)
     return torch.stack([row_x, row_y], 1)
 
 
@@ -189,9 +189,9 @@ def unwarp_map(face_map: torch.Tensor, matrix: torch.Tensor, region: tuple[int, 
                          align_corners=False)[0]
 
 
-def rotation_about(angle_degrees: float, centre: tuple[float, float]) -> torch.Tensor:
-    """(2, 3) rotation of image points about ``centre`` (y down, positive = clockwise on screen)."""
+def rotation_about(angle_degrees: float, center: tuple[float, float]) -> torch.Tensor:
+    """(2, 3) rotation of image points about ``center`` (y down, positive = clockwise on screen)."""
     angle = math.radians(angle_degrees)
     c, s = math.cos(angle), math.sin(angle)
-    cx, cy = centre
+    cx, cy = center
     return torch.tensor([[c, -s, cx - c * cx + s * cy], [s, c, cy - s * cx - c * cy]], dtype=torch.float64)

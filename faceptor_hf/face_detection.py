@@ -258,9 +258,9 @@ def anchors_for(height: int, width: int, device) -> torch.Tensor:
         ys = (torch.arange(rows, device=device, dtype=torch.float32) + 0.5) * stride
         xs = (torch.arange(cols, device=device, dtype=torch.float32) + 0.5) * stride
         cy, cx = torch.meshgrid(ys, xs, indexing="ij")
-        centres = torch.stack([cx, cy], -1).reshape(-1, 1, 2).expand(-1, len(sizes), 2)
-        wh = torch.tensor(sizes, device=device, dtype=torch.float32)[None, :, None].expand(centres.shape[0], -1, 2)
-        out.append(torch.cat([centres, wh], -1).reshape(-1, 4))
+        centers = torch.stack([cx, cy], -1).reshape(-1, 1, 2).expand(-1, len(sizes), 2)
+        wh = torch.tensor(sizes, device=device, dtype=torch.float32)[None, :, None].expand(centers.shape[0], -1, 2)
+        out.append(torch.cat([centers, wh], -1).reshape(-1, 4))
     return torch.cat(out)
 
 
@@ -332,9 +332,9 @@ class RetinaFaceDetector:
         batch = torch.stack([F.pad(i, (0, width - i.shape[-1], 0, height - i.shape[-2])) for i in resized])
         offsets, scores, points = self.network(batch)
         anchors = anchors_for(height, width, self.device)
-        centres = anchors[:, :2] + offsets[..., :2] * VARIANCES[0] * anchors[:, 2:]
+        centers = anchors[:, :2] + offsets[..., :2] * VARIANCES[0] * anchors[:, 2:]
         sizes = anchors[:, 2:] * torch.exp(offsets[..., 2:] * VARIANCES[1])
-        boxes = torch.cat([centres - sizes / 2, centres + sizes / 2], -1)
+        boxes = torch.cat([centers - sizes / 2, centers + sizes / 2], -1)
         points = anchors[:, None, :2] + points.reshape(points.shape[0], -1, 5, 2) * VARIANCES[0] * anchors[:, None, 2:]
         results = []
         for index, (sx, sy) in enumerate(scales):

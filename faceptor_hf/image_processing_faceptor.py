@@ -3,12 +3,12 @@
 * 112 branch (recognition, age, attributes, expression): 5-point similarity onto the ArcFace 112x112 template,
   pixels x/255 mapped to [-1, 1].
 * 512 branch (parsing, landmarks): 5-point similarity onto FaRL's template (the FaRL/facer convention the dense
-  heads were trained with), shrunk by ``dense_face_scale`` about the centre, pixels x/255 with CLIP mean/std.
+  heads were trained with), shrunk by ``dense_face_scale`` about the center, pixels x/255 with CLIP mean/std.
   The default 0.9 lies inside the scale ranges both dense training sets saw (landmarks 0.7-0.9, parsing ~1.0).
 
 Faces come as 5 keypoints (preferred; e.g. from a detector), as boxes (a square crop around the box), or not at
 all (the whole image is taken as an already aligned face crop). Warps are batched ``grid_sample`` calls on the
-requested device, with pixel-index coordinates (pixel centres at integers) throughout.
+requested device, with pixel-index coordinates (pixel centers at integers) throughout.
 """
 
 
@@ -41,7 +41,7 @@ from .face_alignment import (
 from .image_loading import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
 from .tanh_warp import tanh_warp_image
 from .task_decoding import MASK_FORMATS, decode_mask, encode_mask, parsing_labels, upsampled_mask_logits
-from .task_types import INPUT_SIZE_OF, FaceptorTask, get_task_type, make_task
+from .task_types import INPUT_SIZE_OF, FaceptorTask, get_task_type, task_from_dict
 
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
@@ -374,12 +374,12 @@ class FaceptorImageProcessor(BaseImageProcessor):
             # does; only the uint8 mask comes back to the CPU.
             masks = [self._image_labels(raw[face], matrices[face], sizes[indices[face]], crop)
                      for face in range(raw.shape[0])]
-            return [task_type.format(task, {"labels": mask[None]}, mask_format)[0] for mask in masks]
+            return [task_type.to_json(task, {"labels": mask[None]}, mask_format)[0] for mask in masks]
         decoded = task_type.decode(task, raw, crop_size=crop, normalized_points=normalized_points)
         if task_type.spatial == "points":
             crop_points = decoded["points"].double().cpu()
             decoded = dict(decoded, points=transform_points(invert_affine(matrices), crop_points))
-        return task_type.format(task, decoded, mask_format)
+        return task_type.to_json(task, decoded, mask_format)
 
     @staticmethod
     def _image_labels(face_logits, matrix, image_size, crop) -> torch.Tensor:
@@ -437,7 +437,7 @@ class FaceptorImageProcessor(BaseImageProcessor):
             row: ``image`` (any image ``load_image`` reads, e.g. a decoded (3, H, W) float tensor in [0, 1]),
                 ``face_keypoints`` (5, 2) and ``face_box`` (4,) XY in image pixels, each optional.
             model_input: ``"pixel_values"`` or ``"dense_pixel_values"``; picks the size, template and statistics.
-            zoom: box crops shrink about the crop centre by this (0.8 for 300W/WFLW/COFW).
+            zoom: box crops shrink about the crop center by this (0.8 for 300W/WFLW/COFW).
             dense_face_scale: FaRL template scale of keypoint crops at 512 px (1.0 as the datasets were trained;
                 not the processor's ``dense_face_scale`` for photos).
             warp_factor: FaRL's tanh-warp on top of the crop (LaPa: 0.8; 0 = the plain crop).
@@ -471,8 +471,8 @@ def _task_list(tasks) -> list[FaceptorTask]:
     tasks = getattr(tasks, "tasks", tasks)
     # Remote code may load the model's and the processor's files as two module copies, each with its own
     # FaceptorTask class: convert through the dict form rather than trusting isinstance.
-    return [task if isinstance(task, FaceptorTask) else make_task(**(task.to_dict() if hasattr(task, "to_dict")
-                                                                     else task)) for task in tasks]
+    return [task if isinstance(task, FaceptorTask) else task_from_dict(task.to_dict() if hasattr(task, "to_dict")
+                                                                       else task) for task in tasks]
 
 
 __all__ = ["FaceptorImageProcessor", "FaceptorImageProcessorKwargs", "FaceptorImageProcessorOutput", "FaceGeometry",

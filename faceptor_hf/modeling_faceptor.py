@@ -274,7 +274,7 @@ class FaceptorVisionEncoder(nn.Module):
 # Faceptor heads: query decoder with Layer-Attention, and the three readouts
 # ---------------------------------------------------------------------------------------------------------------
 def anchor_sine_code(grid: tuple[int, int], num_features: int, device, temperature: float = 10000.0) -> torch.Tensor:
-    """(Sh*Sw, 2*num_features) code of the normalised token centres: y code then x code, each with interleaved
+    """(Sh*Sw, 2*num_features) code of the normalised token centers: y code then x code, each with interleaved
     sin/cos pairs sharing a frequency 2*pi / temperature**(2*(k//2)/num_features); tokens in row-major order."""
     height, width = grid
     y = (torch.arange(height, dtype=torch.float32, device=device) + 0.5) / height

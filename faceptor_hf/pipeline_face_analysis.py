@@ -43,7 +43,7 @@ from .task_decoding import embedding_similarity
 
 
 class FaceAnalysisError(ValueError):
-    """One input could not be analysed; ``index`` and ``source`` say which."""
+    """One input could not be analyzed; ``index`` and ``source`` say which."""
 
     def __init__(self, message: str, index: int | None = None, source: str | None = None):
         super().__init__(message)
@@ -214,7 +214,7 @@ class FaceAnalysisPipeline(ChunkPipeline):
         return self._detector
 
     def __call__(self, inputs, **options):
-        """Analyse one image (-> list of faces) or a list of images (-> one list of faces, or an error dict, per
+        """Analyze one image (-> list of faces) or a list of images (-> one list of faces, or an error dict, per
         image). Options are keywords (see the class docstring); an unknown one raises ``TypeError`` naming it."""
         check_options(options, FaceAnalysisOptions, "face-analysis pipeline")
         single = not isinstance(inputs, (list, tuple))

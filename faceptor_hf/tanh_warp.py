@@ -1,8 +1,8 @@
-"""The tanh-warp of FaRL's face parsing (docs/datasets-and-evaluation.md §2.4): a crop whose centre band is linear and
+"""The tanh-warp of FaRL's face parsing (docs/datasets-and-evaluation.md §2.4): a crop whose center band is linear and
 whose borders squeeze the whole image plane into the frame. LaPa trains and tests with ``warp_factor`` 0.8; 0 is a plain
 affine crop.
 
-Coordinates follow the official (blueprint) convention: pixel-index points (pixel centre = integer), normalised
+Coordinates follow the official (blueprint) convention: pixel-index points (pixel center = integer), normalised
 per axis as q = x / size * 2 - 1 (divided by the size, not size - 1, so q = 0 sits at index size / 2). With
 wf = ``warp_factor``, the band |q| <= 1 - wf stays linear; outside it
 
@@ -64,7 +64,7 @@ def _grid(points: torch.Tensor, source_height: int, source_width: int) -> torch.
     return grid
 
 
-def _pixel_centres(height: int, width: int, device) -> torch.Tensor:
+def _pixel_centers(height: int, width: int, device) -> torch.Tensor:
     """(height * width, 2) float64 XY of every pixel, row-major."""
     ys = torch.arange(height, dtype=torch.float64, device=device)
     xs = torch.arange(width, dtype=torch.float64, device=device)
@@ -76,7 +76,7 @@ def tanh_warp_image(image: torch.Tensor, matrix: torch.Tensor, size: int, warp_f
                     mode: str = "bilinear") -> torch.Tensor:
     """(C, H, W) image -> (C, size, size) warped crop by inverse mapping (crop pixel -> inverse tanh -> inverse
     ``matrix`` -> image), sampled bilinearly (``mode="nearest"`` for label maps), zero outside the image."""
-    crop = _pixel_centres(size, size, image.device)
+    crop = _pixel_centers(size, size, image.device)
     aligned = untanh_warp_points(crop, size, warp_factor)
     source = transform_points(invert_affine(matrix.to(torch.float64)[None]).to(image.device), aligned[None])[0]
     grid = _grid(source, *image.shape[-2:]).reshape(1, size, size, 2).to(image.dtype)
@@ -92,7 +92,7 @@ def tanh_unwarp_map(face_map: torch.Tensor, matrix: torch.Tensor, image_size: tu
     if face_map.shape[-2] != size:
         raise ValueError(f"the crop map must be square, got {tuple(face_map.shape[-2:])}")
     height, width = image_size
-    image_points = _pixel_centres(height, width, face_map.device)
+    image_points = _pixel_centers(height, width, face_map.device)
     aligned = transform_points(matrix.to(torch.float64)[None].to(face_map.device), image_points[None])[0]
     warped = tanh_warp_points(aligned, size, warp_factor)
     grid = _grid(warped, size, size).reshape(1, height, width, 2).to(face_map.dtype)

@@ -3,7 +3,7 @@
 A *task* (``FaceptorTask``) is one entry of the model's task list: a name, a type, its query count and label map.
 A *task type* (``TaskType``) holds everything that differs between kinds of tasks: how the model reads it out
 (``readout``), which input it sees (``model_input``), how raw head outputs become predictions (``decode``, built
-on ``task_decoding``), how predictions become JSON (``format``), a one-line caption (``summarize``), how its labels
+on ``task_decoding``), how predictions become JSON (``to_json``), a one-line caption (``summarize``), how its labels
 are described on a model card, which outputs swap under a horizontal flip (``flip_permutation``), and — attached by
 the training and evaluation packages — its ``loss`` and ``metric``. No other module switches on a type name: they
 ask the registry. Shipped with a saved model, this file imports no training code: asking a type for its ``loss``
@@ -105,7 +105,7 @@ class TaskType:
         decode: ``(task, raw, **hints) -> {name: tensor}``: raw head output (see ``FaceptorOutput.task_logits``)
             -> batched prediction tensors. Hints: ``crop_size`` (H, W) of the model input, ``normalized_points``
             (already decoded landmarks, so they are not decoded twice).
-        format: ``(task, decoded, mask_format) -> list[dict]``: batched predictions (in image space) -> one
+        to_json: ``(task, decoded, mask_format) -> list[dict]``: batched predictions (in image space) -> one
             JSON-ready dict per face.
         summarize: ``(task, result) -> str | None``: one caption line from a face's formatted result.
         describe_labels: ``(task) -> str``: the label column of a model card's task table.
@@ -130,7 +130,7 @@ class TaskType:
     readout: str
     model_input: str
     decode: Callable
-    format: Callable
+    to_json: Callable
     summarize: Callable
     describe_labels: Callable
     default_labels: Callable
@@ -140,7 +140,7 @@ class TaskType:
     metric: Callable | None = None
 
     #: parts every registered type must have (``loss``/``metric`` join once training/evaluation attach them)
-    REQUIRED_PARTS = ("readout", "model_input", "decode", "format", "summarize", "describe_labels",
+    REQUIRED_PARTS = ("readout", "model_input", "decode", "to_json", "summarize", "describe_labels",
                       "default_labels", "flip_permutation", "label_column")
 
     def validate(self):
@@ -365,16 +365,16 @@ def _flip_parsing(task):
     return _permutation_from_pairs(task.num_queries, pairs)
 
 
-def _value_type(name, label_column, decode, format, summarize, default_labels, flip=_identity_flip,
+def _value_type(name, label_column, decode, to_json, summarize, default_labels, flip=_identity_flip,
                 describe=_listed_labels):
-    return TaskType(name=name, readout="value", model_input="pixel_values", decode=decode, format=format,
+    return TaskType(name=name, readout="value", model_input="pixel_values", decode=decode, to_json=to_json,
                     summarize=summarize, describe_labels=describe, default_labels=default_labels,
                     flip_permutation=flip, label_column=label_column)
 
 
 for _task_type in (
     TaskType(name="recog", readout="embedding", model_input="pixel_values", decode=_decode_embedding,
-             format=_format_embedding, summarize=_no_summary, describe_labels=_describe_embedding,
+             to_json=_format_embedding, summarize=_no_summary, describe_labels=_describe_embedding,
              default_labels=lambda count: [], flip_permutation=_identity_flip, label_column="identity"),
     _value_type("age", "age", _decode_age, _format_age, _summarize_age, lambda count: [str(i) for i in range(count)],
                 describe=_describe_age),
@@ -386,17 +386,17 @@ for _task_type in (
     _value_type("regression", "values", _decode_values, _format_values, _summarize_values, _numbered("value"),
                 flip=_no_flip),
     TaskType(name="parsing", readout="map", model_input="dense_pixel_values", decode=_decode_parsing,
-             format=_format_parsing, summarize=_no_summary, describe_labels=_listed_labels,
+             to_json=_format_parsing, summarize=_no_summary, describe_labels=_listed_labels,
              default_labels=_numbered("class"), flip_permutation=_flip_parsing, label_column="mask",
              spatial="mask"),
     TaskType(name="align", readout="map", model_input="dense_pixel_values", decode=_decode_landmarks,
-             format=_format_landmarks, summarize=_no_summary, describe_labels=_describe_landmarks,
+             to_json=_format_landmarks, summarize=_no_summary, describe_labels=_describe_landmarks,
              default_labels=_numbered("point"), flip_permutation=_flip_landmarks, label_column="landmarks",
              spatial="points"),
 ):
     register_task_type(_task_type)
 
-# Readout-level behaviour for tasks whose type is not registered in this process (not registered themselves).
+# Readout-level behavior for tasks whose type is not registered in this process (not registered themselves).
 _GENERIC_BY_READOUT = {
     "embedding": dataclasses.replace(TASK_TYPES["recog"], name="embedding"),
     "value": dataclasses.replace(TASK_TYPES["regression"], name="value"),
@@ -404,18 +404,19 @@ _GENERIC_BY_READOUT = {
 }
 
 
-def make_task(name: str, type: str | None = None, num_queries: int | None = None, labels: list[str] | None = None,
+def make_task(name: str, task_type: str | None = None, num_queries: int | None = None, labels: list[str] | None = None,
               readout: str | None = None, model_input: str | None = None, embedding_size: int | None = None,
               flip_pairs=None, input_size: int | None = None, official: dict | None = None,
               loss_weight: float = 1.0) -> FaceptorTask:
     """Build one task; fields not given come from ``official`` (the official task of that name, if any) and from
-    the task type. ``input_size`` (112 / 512) is the older spelling of ``model_input``.
+    the task type. ``task_type`` is the type's name (the ``type`` field of the saved task). ``input_size`` (112 /
+    512) is the older spelling of ``model_input``.
 
     Raises ``ValueError`` naming the task when its type is unknown and no ``readout`` is given, or when the label
     count and ``num_queries`` disagree.
     """
     official = official or {}
-    type_name = type or official.get("type") or name.split("_", 1)[0]
+    type_name = task_type or official.get("type") or name.split("_", 1)[0]
     registered = TASK_TYPES.get(type_name)
     readout = readout or (registered.readout if registered else None)
     if readout is None:
@@ -459,6 +460,18 @@ def make_task(name: str, type: str | None = None, num_queries: int | None = None
                         num_queries=len(labels), labels=list(labels), flip_pairs=pairs, loss_weight=loss_weight)
 
 
+def task_from_dict(entry: dict, official: dict | None = None) -> FaceptorTask:
+    """A task from its saved fields (``FaceptorTask.to_dict``, a config.json or YAML entry), where ``type`` names
+    the task type; ``make_task`` takes it as ``task_type``. Raises ``ValueError`` when both are given and differ."""
+    fields = dict(entry)
+    if "type" in fields:
+        saved = fields.pop("type")
+        if fields.setdefault("task_type", saved) != saved:
+            raise ValueError(f"task {fields.get('name')!r}: type {saved!r} and task_type {fields['task_type']!r} "
+                             "differ")
+    return make_task(official=official, **fields)
+
+
 __all__ = [
     "FaceptorTask",
     "LANDMARK_FLIP_PAIRS",
@@ -469,5 +482,6 @@ __all__ = [
     "attach_task_part",
     "get_task_type",
     "make_task",
+    "task_from_dict",
     "register_task_type",
 ]

@@ -1,4 +1,4 @@
-"""Overlay drawing for face-analysis results: boxes, landmarks, parsing colours and the headline predictions.
+"""Overlay drawing for face-analysis results: boxes, landmarks, parsing colors and the headline predictions.
 
 Package-only code (the CLI uses it); what each task contributes to a caption comes from the task-type registry.
 """
@@ -19,9 +19,9 @@ UNTRAINED_BANNER = "UNTRAINED RANDOM WEIGHTS - predictions are meaningless"
 
 
 def _palette(count: int) -> np.ndarray:
-    colours = [(0, 0, 0)] + [tuple(int(255 * c) for c in colorsys.hsv_to_rgb(i / max(1, count - 1), 0.75, 1.0))
+    colors = [(0, 0, 0)] + [tuple(int(255 * c) for c in colorsys.hsv_to_rgb(i / max(1, count - 1), 0.75, 1.0))
                              for i in range(count - 1)]
-    return np.array(colours, dtype=np.float32)
+    return np.array(colors, dtype=np.float32)
 
 
 def _font(size: int):
@@ -67,9 +67,9 @@ def draw_overlay(image: PIL.Image.Image, faces: list[dict], untrained: bool = Fa
                 mask = decode_mask(result["mask"])
                 if mask.shape != canvas.shape[:2]:
                     continue
-                colours = _palette(len(result["labels"]))
+                colors = _palette(len(result["labels"]))
                 painted = mask > 0
-                canvas[painted] = (1 - alpha) * canvas[painted] + alpha * colours[mask[painted]]
+                canvas[painted] = (1 - alpha) * canvas[painted] + alpha * colors[mask[painted]]
                 break  # one parsing map per face keeps the overlay readable
     out = PIL.Image.fromarray(canvas.clip(0, 255).astype(np.uint8))
     draw = PIL.ImageDraw.Draw(out)

@@ -40,9 +40,9 @@ def test_image_modes_decode_to_rgb(astronaut, tmp_path, mode):
     pixels = load_image(path)
     assert pixels.shape == (3, 512, 512) and pixels.dtype == torch.float32
     assert 0 <= pixels.min() and pixels.max() <= 1 and pixels.std() > 0.1
-    grey = np.asarray(astronaut.convert("L"), dtype=np.float32) / 255
+    gray = np.asarray(astronaut.convert("L"), dtype=np.float32) / 255
     if mode in ("L", "I;16"):
-        np.testing.assert_allclose(pixels[0].numpy(), grey, atol=2 / 255)
+        np.testing.assert_allclose(pixels[0].numpy(), gray, atol=2 / 255)
 
 
 def test_rgba_transparency_is_black(tmp_path):

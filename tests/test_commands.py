@@ -117,7 +117,7 @@ def test_analyze_writes_json_overlays_mask_pngs_and_resumes(checkpoint, tmp_path
     assert code == 1 and "already done of 3" in stdout and "1 images (1 failed, 2 already done" in stdout, stdout
     assert len(records(out / "results.jsonl")) == 4
 
-    # A file changed on disk is analysed again; the others stay done.
+    # A file changed on disk is analyzed again; the others stay done.
     os.utime(photos / "grace_hopper.jpg", ns=(time.time_ns(), time.time_ns()))
     bad.write_bytes((IMAGES / "grace_hopper.jpg").read_bytes())
     code, stdout, stderr = analyze(capsys, *command)
@@ -290,7 +290,7 @@ def test_ctrl_c_keeps_written_records_and_resumes(checkpoint, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_shards_across_processes(checkpoint, tmp_path):
-    """Two CPU processes (torchrun, as `accelerate launch` starts them) each analyse their own share."""
+    """Two CPU processes (torchrun, as `accelerate launch` starts them) each analyze their own share."""
     out = tmp_path / "out"
     env = dict(os.environ, ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1")
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",

@@ -19,7 +19,7 @@ def write_jpeg(path, mode="RGB", size=(20, 24)):
 # --------------------------------------------------------------------------------------------------- AffectNet
 
 POINTS_68 = ";".join(f"{i}.0;{2 * i}.0" for i in range(68))  # point i = (i, 2i)
-# eye centres = means of 36-41 and 42-47, then nose 30, mouth corners 48 and 54
+# eye centers = means of 36-41 and 42-47, then nose 30, mouth corners 48 and 54
 KEYPOINTS_OF_POINTS_68 = [[38.5, 77.0], [44.5, 89.0], [30.0, 60.0], [48.0, 96.0], [54.0, 108.0]]
 AFFECTNET_HEADER = ("subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,expression,"
                     "valence,arousal")

@@ -29,7 +29,7 @@ FACE = (slice(6, 14), slice(10, 18))  # rows, columns of the bright square ("the
 
 
 def annotated_frame() -> np.ndarray:
-    """(40, 60, 3) uint8: grey, with a white 8 x 8 square at x 10-17, y 6-13."""
+    """(40, 60, 3) uint8: gray, with a white 8 x 8 square at x 10-17, y 6-13."""
     pixels = np.full((40, 60, 3), 60, dtype=np.uint8)
     pixels[FACE] = 255
     return pixels
@@ -48,7 +48,7 @@ def save_with_orientation(pixels: np.ndarray, path, orientation: int = ROTATE_ON
 
 
 def brightness_at(image, points) -> np.ndarray:
-    """Grey level (0-255) of the image as a reader sees it at each (rounded) point."""
+    """Gray level (0-255) of the image as a reader sees it at each (rounded) point."""
     pixels = (read_image(image).mean(0) * 255).numpy()
     return np.array([pixels[round(y), round(x)] for x, y in points])
 

@@ -1,4 +1,4 @@
-"""The one row -> crop rule: official box crop, zoom about the centre, whole-image resizes without a dark rim,
+"""The one row -> crop rule: official box crop, zoom about the center, whole-image resizes without a dark rim,
 exact inverse mapping of points, and the official resamplers' pixels (OpenCV, PIL, timm) on real photos."""
 
 from pathlib import Path
@@ -10,7 +10,7 @@ import torch
 
 from faceptor_hf.dataset_crops import (
     box_crop_matrix_official,
-    centre_similarity,
+    center_similarity,
     horizontal_flip,
     row_matrix,
     unwarp_points,
@@ -21,19 +21,19 @@ from faceptor_hf.dataset_crops import (
 from faceptor_hf.face_alignment import compose, invert_affine, warp_faces
 
 
-def test_box_edges_land_on_the_crop_edges_and_zoom_shrinks_about_the_centre():
+def test_box_edges_land_on_the_crop_edges_and_zoom_shrinks_about_the_center():
     matrix = box_crop_matrix_official([10, 20, 110, 220], 512)  # anisotropic: 100 x 200 box
     corners = warp_points(torch.tensor([[10.0, 20.0], [110.0, 220.0]]), matrix)
     torch.testing.assert_close(corners, torch.tensor([[-0.5, -0.5], [511.5, 511.5]], dtype=torch.float64))
     zoomed = row_matrix({"face_box": [10, 20, 110, 220]}, "dense_pixel_values", (300, 300), zoom=0.8)
-    centre = warp_points(torch.tensor([[60.0, 120.0]]), zoomed)  # the box centre is the crop centre
-    torch.testing.assert_close(centre, torch.tensor([[255.5, 255.5]], dtype=torch.float64))
+    center = warp_points(torch.tensor([[60.0, 120.0]]), zoomed)  # the box center is the crop center
+    torch.testing.assert_close(center, torch.tensor([[255.5, 255.5]], dtype=torch.float64))
     points = torch.tensor([[30.0, 40.0], [90.0, 200.0]])
     torch.testing.assert_close(unwarp_points(warp_points(points, zoomed), zoomed), points.double())
 
 
-def test_centre_similarity_and_flip_fix_the_centre():
-    for matrix in (centre_similarity(512, 0.9, 0.3, (0.0, 0.0)), horizontal_flip(512)):
+def test_center_similarity_and_flip_fix_the_center():
+    for matrix in (center_similarity(512, 0.9, 0.3, (0.0, 0.0)), horizontal_flip(512)):
         torch.testing.assert_close(warp_points(torch.tensor([[255.5, 255.5]]), matrix),
                                    torch.tensor([[255.5, 255.5]], dtype=torch.float64))
 
@@ -71,8 +71,8 @@ def _tensor(pixels: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(pixels)).permute(2, 0, 1).float() / 255
 
 
-def _grey_levels(crop: torch.Tensor, reference: np.ndarray) -> np.ndarray:
-    """|ours - reference| in grey levels, ours rounded to uint8 as the official pipelines hold it."""
+def _gray_levels(crop: torch.Tensor, reference: np.ndarray) -> np.ndarray:
+    """|ours - reference| in gray levels, ours rounded to uint8 as the official pipelines hold it."""
     ours = (crop.permute(1, 2, 0).numpy() * 255).round()
     return np.abs(ours - reference.astype(np.float64))
 
@@ -83,12 +83,12 @@ def test_celebamask_hq_1024_to_512_is_opencv_s_inter_linear_resize():
     matrix = row_matrix({}, "dense_pixel_values", (1024, 1024))
     for training in (False, True):
         crop = warp_image(_tensor(photo), matrix, 512, whole_image=True, training=training)
-        error = _grey_levels(crop, cv2.resize(photo, (512, 512), interpolation=cv2.INTER_LINEAR))
+        error = _gray_levels(crop, cv2.resize(photo, (512, 512), interpolation=cv2.INTER_LINEAR))
         assert error.max() <= 1 and error.mean() < 0.1  # OpenCV's 11-bit fixed-point weights: rounding only
     # Not a 2x factor and not square (a user's pre-cropped 600 x 512 photo): still OpenCV's resize.
     grace = _photo("grace_hopper.jpg")
     crop = warp_image(_tensor(grace), row_matrix({}, "dense_pixel_values", grace.shape[:2]), 512, whole_image=True)
-    error = _grey_levels(crop, cv2.resize(grace, (512, 512), interpolation=cv2.INTER_LINEAR))
+    error = _gray_levels(crop, cv2.resize(grace, (512, 512), interpolation=cv2.INTER_LINEAR))
     assert error.max() <= 1 and error.mean() < 0.2
 
 
@@ -101,8 +101,8 @@ def test_already_cropped_112_px_images_follow_the_official_test_and_training_tra
         matrix = row_matrix({}, "pixel_values", (height, width))
         crop = warp_image(_tensor(pixels), matrix, 112, whole_image=True)
         expected = np.asarray(PIL.Image.fromarray(pixels).resize((112, 112), PIL.Image.BILINEAR))
-        assert _grey_levels(crop, expected).max() == 0
-        # Training: timm RandomResizedCrop(112, scale=(1, 1), ratio=(1, 1), bicubic) falls back to the centre
+        assert _gray_levels(crop, expected).max() == 0
+        # Training: timm RandomResizedCrop(112, scale=(1, 1), ratio=(1, 1), bicubic) falls back to the center
         # square (integer offsets), then PIL bicubic.
         side = min(height, width)
         top, left = (height - side) // 2, (width - side) // 2
@@ -110,7 +110,7 @@ def test_already_cropped_112_px_images_follow_the_official_test_and_training_tra
                               .resize((112, 112), PIL.Image.BICUBIC))
         matrix = row_matrix({}, "pixel_values", (height, width), training=True)
         crop = warp_image(_tensor(pixels), matrix, 112, whole_image=True, training=True)
-        assert _grey_levels(crop, expected).max() == 0
+        assert _gray_levels(crop, expected).max() == 0
         # The matrix describes that crop: the square's corners are the crop's corners.
         corners = torch.tensor([[left - 0.5, top - 0.5], [left + side - 0.5, top + side - 0.5]])
         torch.testing.assert_close(warp_points(corners, matrix),
@@ -136,8 +136,8 @@ def test_large_box_crops_are_sampled_as_opencv_remap_without_prefilter():
     warped = cv2.warpAffine(photo, matrix.numpy(), (512, 512), flags=cv2.INTER_LINEAR,
                             borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     for reference in (remapped, warped):
-        error = _grey_levels(crop, reference)
+        error = _gray_levels(crop, reference)
         assert error.max() <= 1 and error.mean() < 0.05
     # The photo pipeline's anti-aliased sampling of the same crop is what the protocol must not use.
     smoothed = warp_faces(_tensor(photo), matrix[None], (512, 512))[0]
-    assert _grey_levels(smoothed, remapped).max() > 10
+    assert _gray_levels(smoothed, remapped).max() > 10

@@ -32,11 +32,11 @@ def number(value):
 HEADER_300W = "image_name,scale,center_w,center_h," + ",".join(f"original_{i}_x,original_{i}_y" for i in range(68))
 
 
-def csv_line(image, scale, centre, values):
-    return ",".join([image, number(scale), number(centre[0]), number(centre[1])] + [number(v) for v in flat(values)])
+def csv_line(image, scale, center, values):
+    return ",".join([image, number(scale), number(center[0]), number(center[1])] + [number(v) for v in flat(values)])
 
 
-# (image as the CSV names it, scale, centre, first point) per sample; point k = first + (k, 2k)
+# (image as the CSV names it, scale, center, first point) per sample; point k = first + (k, 2k)
 SAMPLES_300W = {
     "train": [("afw/1051618982_1.jpg", 0.25, (32, 26), (3, 5)), ("helen/trainset/gray_1.jpg", 0.1, (12, 14), (7, 2))],
     "valid_common": [("helen/testset/30427236_1.jpg", 0.2, (20, 20), (4, 4)),
@@ -60,13 +60,13 @@ def write_root_300w(tmp_path):
         write_image(root / "data" / native, mode="L" if "gray" in image else "RGB",
                     image_format="PNG" if image.endswith(".png") else "JPEG")
     for part, samples in SAMPLES_300W.items():
-        lines = [HEADER_300W] + [csv_line(image, scale, centre, points(68, *first)) for image, scale, centre, first
+        lines = [HEADER_300W] + [csv_line(image, scale, center, points(68, *first)) for image, scale, center, first
                                  in samples]
         if part == "train":
             lines[1:1] = ["# comment", ""]
         write_lines(root / f"face_landmarks_300w_{part}.csv", lines)
     write_lines(root / "face_landmarks_300w_valid.csv",
-               [HEADER_300W] + [csv_line(image, scale, centre, points(68, *first)) for image, scale, centre, first
+               [HEADER_300W] + [csv_line(image, scale, center, points(68, *first)) for image, scale, center, first
                                 in SAMPLES_300W["valid_common"] + SAMPLES_300W["valid_challenge"]])
     return root
 
@@ -185,7 +185,7 @@ def write_root_wflw(tmp_path):
     write_image(root / "data" / "2--Demonstration" / "2_Demonstration_1.jpg")
 
     def csv(samples):
-        return [HEADER_WFLW] + [csv_line(image, scale, centre, points(98, *first)) for image, scale, centre, first
+        return [HEADER_WFLW] + [csv_line(image, scale, center, points(98, *first)) for image, scale, center, first
                                 in samples]
 
     write_lines(root / "face_landmarks_wflw_train.csv", csv([("2--Demonstration/2_Demonstration_1.jpg", 0.5, (10, 10),
@@ -314,7 +314,7 @@ def root_cofw(tmp_path):
 
 
 def write_root_cofw(tmp_path):
-    """Colour train file (v7.3/HDF5): an RGB image with one red pixel, a grayscale image, a float image (bad);
+    """Color train file (v7.3/HDF5): an RGB image with one red pixel, a grayscale image, a float image (bad);
     Caltech-style v5 grayscale test file (scipy)."""
     import scipy.io
 
@@ -338,9 +338,9 @@ def test_cofw_mat_v73_and_v5(root_cofw):
     assert first["image"].getpixel((5, 1)) == (255, 0, 0)  # not transposed
     assert second["image"].mode == "L" and second["image"].size == (9, 8)
     np.testing.assert_array_equal(first["landmarks"], np.array(points(29, 2, 3, 0.5, 0.25), dtype=np.float32))
-    # x 2..16, y 3..10 -> centre (9, 6.5), side max(14, 7)
+    # x 2..16, y 3..10 -> center (9, 6.5), side max(14, 7)
     assert first["face_box"] == [2.0, -0.5, 16.0, 13.5]
-    # face 2: x 3..17 -> floor/ceil unchanged; centre (10, 6.5)
+    # face 2: x 3..17 -> floor/ceil unchanged; center (10, 6.5)
     assert second["face_box"] == [3.0, -0.5, 17.0, 13.5]
     assert first["occluded"] == [k % 3 == 0 for k in range(29)]
     expect_error("cofw", root_cofw, "train", "COFW_train_color.mat:IsTr{3}")

@@ -21,9 +21,9 @@ MAGIC = 0xCED7230A
 MAGIC_AS_FLOAT = struct.unpack("<f", struct.pack("<I", MAGIC))[0]
 
 
-def _jpeg(colour, mode="RGB", size=16) -> bytes:
+def _jpeg(color, mode="RGB", size=16) -> bytes:
     buffer = io.BytesIO()
-    PIL.Image.new(mode, (size, size), colour).save(buffer, format="JPEG")
+    PIL.Image.new(mode, (size, size), color).save(buffer, format="JPEG")
     return buffer.getvalue()
 
 

@@ -243,9 +243,9 @@ def test_generic_types_get_default_protocols_and_a_type_without_metric_is_named(
     generic = FaceptorModel(tiny_config(tasks=tasks)).eval()
     rng = np.random.default_rng(5)
     images = {"image": [_image(rng, 112, 112) for _ in range(3)], "face_box": [None] * 3, "face_keypoints": [None] * 3}
-    labelled = Dataset.from_dict({**images, "label": [0, 1, 1]},
+    labeled = Dataset.from_dict({**images, "label": [0, 1, 1]},
                                  features=task_features(generic.config.get_task("gender_x")))
-    result = evaluate(generic, labelled, "gender_x")
+    result = evaluate(generic, labeled, "gender_x")
     predicted = [record["label"] for record in result.predictions]
     assert set(result) == {"accuracy"}
     assert result["accuracy"] == pytest.approx(np.mean(np.array(predicted) == [0, 1, 1]) * 100)

@@ -105,7 +105,7 @@ def test_border_faces_are_padded_not_shifted():
 
 
 def test_large_faces_are_antialiased():
-    """A fine checkerboard shrunk 8x must average to grey instead of aliasing."""
+    """A fine checkerboard shrunk 8x must average to gray instead of aliasing."""
     yy, xx = torch.meshgrid(torch.arange(896), torch.arange(896), indexing="ij")
     board = ((yy + xx) % 2).double()[None]
     matrix = box_crop_matrix(torch.tensor([[0.0, 0.0, 896.0, 896.0]]), 112)

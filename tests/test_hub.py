@@ -1,5 +1,5 @@
 """Publishing through a loopback Hub-compatible server (tests/hub_server.py on 127.0.0.1), loading back in a
-process where faceptor_hf cannot be imported, offline cache behaviour, and failed uploads."""
+process where faceptor_hf cannot be imported, offline cache behavior, and failed uploads."""
 
 import json
 import os

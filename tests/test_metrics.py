@@ -1,5 +1,5 @@
 """The official metrics (faceptor_hf.evaluation.metrics) on small hand-computed cases: NME and its normalisers, the
-CED's failure rate and Simpson AUC (with the official grid artefact and the pre-1.11 SciPy even-count rule), pooled
+CED's failure rate and Simpson AUC (with the official grid artifact and the pre-1.11 SciPy even-count rule), pooled
 parsing F1 with NaN for absent classes, age, expression and attribute accuracy with the official rounding, and the
 10-fold verification protocol with a hand-checkable threshold."""
 

@@ -254,7 +254,7 @@ def test_heatmap_centroids_official_decoding():
     logits[0, 0, 2, 5] = 30.0  # a single confident pixel at row 2, column 5
     point = heatmap_centroids(logits)[0, 0]
     torch.testing.assert_close(point, torch.tensor([(5 + 0.5) / 8, (2 + 0.5) / 8]))
-    flat = heatmap_centroids(torch.zeros(1, 1, 8, 8))[0, 0]  # uniform map -> centre of the crop
+    flat = heatmap_centroids(torch.zeros(1, 1, 8, 8))[0, 0]  # uniform map -> center of the crop
     torch.testing.assert_close(flat, torch.tensor([0.5, 0.5]))
 
 

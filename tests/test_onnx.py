@@ -152,7 +152,7 @@ def test_model_calling_convention(model, onnx_model):
         with pytest.raises((ValueError, KeyError), match=message):
             onnx_model(**call)
     with pytest.raises(TypeError, match="unexpected arguments"):
-        onnx_model(pixel_values=small, colour="red")
+        onnx_model(pixel_values=small, color="red")
 
 
 # ---- parity: detector --------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from datasets import Dataset
 from faceptor_hf import FaceptorImageProcessor
 from faceptor_hf.configuration_faceptor import make_task
 from faceptor_hf.data import geometry
-from faceptor_hf.dataset_crops import centre_similarity, horizontal_flip, row_matrix, warp_image
+from faceptor_hf.dataset_crops import center_similarity, horizontal_flip, row_matrix, warp_image
 from faceptor_hf.evaluation.evaluate import BatchPreparer
 from faceptor_hf.evaluation.protocols import PROTOCOLS
 from faceptor_hf.face_alignment import compose
@@ -117,7 +117,7 @@ def test_augmentation_matrices_compose_in_order_and_the_photometric_step_precede
     flipped, matrix = processor.crop_row(row, "dense_pixel_values", crop_transforms=[horizontal_flip(512)])
     assert torch.equal(matrix, compose(horizontal_flip(512), base))
     torch.testing.assert_close(flipped, plain.flip(-1), atol=1e-5, rtol=0)
-    turn = centre_similarity(512, 0.9, 0.2)
+    turn = center_similarity(512, 0.9, 0.2)
     _, matrix = processor.crop_row(row, "dense_pixel_values", crop_transforms=[turn, horizontal_flip(512)])
     assert torch.equal(matrix, compose(horizontal_flip(512), compose(turn, base)))
     seen = []

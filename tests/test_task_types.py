@@ -22,7 +22,7 @@ def test_every_registered_type_has_every_part(name):
     task_type = TASK_TYPES[name]
     assert task_type.name == name
     task_type.validate()
-    for part in ("decode", "format", "summarize", "describe_labels", "default_labels", "flip_permutation"):
+    for part in ("decode", "to_json", "summarize", "describe_labels", "default_labels", "flip_permutation"):
         assert callable(getattr(task_type, part)), part
     labels = task_type.default_labels(3)
     assert isinstance(labels, list) and (labels == [] if task_type.readout == "embedding" else len(labels) == 3)

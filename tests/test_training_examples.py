@@ -40,7 +40,7 @@ def picture(height=48, width=40, seed=0) -> PIL.Image.Image:
     return PIL.Image.fromarray(np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8))
 
 
-def grey(values: np.ndarray) -> PIL.Image.Image:
+def gray(values: np.ndarray) -> PIL.Image.Image:
     return PIL.Image.fromarray(np.repeat(values.astype(np.uint8)[..., None], 3, axis=-1))
 
 
@@ -95,7 +95,7 @@ def test_evaluation_crops_use_the_processor_statistics_of_their_input_group():
 
 def test_already_cropped_images_take_the_official_training_and_test_resize():
     # A non-square pre-aligned crop (CelebA's 178 x 218 shape, scaled down): attribute/age/expression training =
-    # timm's centre square + PIL bicubic, evaluation = torchvision Resize([112, 112]) (PIL bilinear, squashed).
+    # timm's center square + PIL bicubic, evaluation = torchvision Resize([112, 112]) (PIL bilinear, squashed).
     image = picture(height=109, width=89, seed=4)
     plain = aug.Augmentation112(flip_probability=0.0, rand_augment_ops=0, erasing_probability=0.0)
     row = {"image": image, "age": 30.0}
@@ -129,8 +129,8 @@ def test_landmarks_follow_the_official_box_crop_and_zoom():
 @pytest.mark.parametrize("seed", [0, 1])
 def test_a_marked_point_stays_under_its_landmark_through_augmentation_and_flip(seed):
     pixels = np.zeros((96, 96), dtype=np.uint8)
-    pixels[49:52, 39:42] = 255  # a 3x3 white blob centred on pixel (x=40, y=50)
-    row = {"image": grey(pixels), "face_box": [8.0, 8.0, 88.0, 88.0],
+    pixels[49:52, 39:42] = 255  # a 3x3 white blob centered on pixel (x=40, y=50)
+    row = {"image": gray(pixels), "face_box": [8.0, 8.0, 88.0, 88.0],
            "landmarks": [[40.0, 50.0], [60.0, 30.0], [20.0, 20.0], [70.0, 70.0]]}
     settings = aug.Augmentation512(flip_probability=1.0, **GEOMETRY_ONLY)
     builder = TaskExampleBuilder(TASKS["landmarks"], train=True, augmentation=settings, zoom=0.8)
@@ -147,7 +147,7 @@ def test_the_tanh_warp_moves_image_and_landmarks_together():
     pixels = np.zeros((96, 96), dtype=np.uint8)
     pixels[29:32, 23:26] = 255  # blob at (24, 30), in the squeezed band of a 0.8 tanh-warp
     keypoints = [[36.0, 40.0], [60.0, 40.0], [48.0, 52.0], [40.0, 66.0], [56.0, 66.0]]
-    row = {"image": grey(pixels), "face_keypoints": keypoints,
+    row = {"image": gray(pixels), "face_keypoints": keypoints,
            "landmarks": [[24.0, 30.0], [48.0, 52.0], [60.0, 70.0], [30.0, 60.0]]}
     settings = aug.Augmentation512(flip_probability=1.0, **GEOMETRY_ONLY)
     builder = TaskExampleBuilder(TASKS["landmarks"], train=True, augmentation=settings, warp_factor=0.8)
@@ -165,7 +165,7 @@ def test_the_tanh_warp_moves_image_and_landmarks_together():
 def test_masks_are_warped_with_the_image_and_flips_swap_left_right_classes(flip, warp_factor):
     classes = np.zeros((64, 64), dtype=np.uint8)
     classes[:40, :32], classes[:40, 32:] = 1, 2  # left_eye on the image's left, right_eye on its right
-    image = grey(np.choose(classes, [0, 100, 200]))
+    image = gray(np.choose(classes, [0, 100, 200]))
     settings = aug.Augmentation512(shift=0.01, rotation=0.314, rotation_distribution="normal", scale=0.1,
                                    scale_distribution="normal", flip_probability=1.0 if flip else 0.0,
                                    **GEOMETRY_ONLY)

@@ -31,7 +31,7 @@ def test_cosface_on_a_known_margin_case():
     weight = torch.tensor([[3.0, 0.0], [0.0, 0.5]])
     loss = losses.cosface_loss(torch.tensor([[2.0, 0.0]]), weight, torch.tensor([0]))
     assert loss.item() == pytest.approx(math.log(1 + math.exp(-38.4)), rel=1e-5)
-    # labelled as class 1 instead: true logit 64 * (0 - 0.4) = -25.6 against 64 for class 0
+    # labeled as class 1 instead: true logit 64 * (0 - 0.4) = -25.6 against 64 for class 0
     loss = losses.cosface_loss(torch.tensor([[2.0, 0.0]]), weight, torch.tensor([1]))
     assert loss.item() == pytest.approx(cross_entropy([64.0, -25.6], 1), rel=1e-6)
 

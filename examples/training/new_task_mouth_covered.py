@@ -1,7 +1,7 @@
 """A task the official model lacks, added by configuration alone: "is the mouth covered?" (e.g. by a mask).
 
 The example builds its own small dataset from the two portraits in ``examples/images``: random zoom, shift and
-colour changes, and in half of the samples a grey patch over the mouth; the 5 face keypoints come from the
+color changes, and in half of the samples a gray patch over the mouth; the 5 face keypoints come from the
 package's detector and follow every change. The new task is one entry of the training config::
 
     mouth_covered: {dataset: ..., type: classification, labels: [visible, covered], batch_size: 16}
@@ -66,8 +66,8 @@ def make_samples(count: int, seed: int) -> dict:
             width = np.linalg.norm(mouth[1] - mouth[0])
             x0, y0 = mouth.min(0) - [0.5 * width, 0.6 * width]
             x1, y1 = mouth.max(0) + [0.5 * width, 1.0 * width]
-            grey = int(rng.integers(90, 200))
-            canvas.paste((grey, grey, grey), (int(x0), int(y0), int(x1), int(y1)))
+            gray = int(rng.integers(90, 200))
+            canvas.paste((gray, gray, gray), (int(x0), int(y0), int(x1), int(y1)))
         rows["image"].append(canvas)
         rows["face_box"].append(None)
         rows["face_keypoints"].append(moved.astype(np.float32).tolist())

@@ -36,11 +36,11 @@ from .model_options import add_model_arguments, model_source, parse_device
 def register(subparsers) -> None:
     """Add the ``analyze`` parser to ``subparsers``."""
     parser = subparsers.add_parser(
-        "analyze", help="analyse every face in images, folders, globs or a dataset",
+        "analyze", help="analyze every face in images, folders, globs or a dataset",
         description="Detect every face and run the model's tasks on it. Writes <stem>.json, an overlay <stem>.png "
                     "and one PNG per parsing mask per image, and appends one record per image to results.jsonl. "
-                    "A rerun resumes: inputs already analysed by the same model with the same options are skipped; "
-                    "failed, changed or new inputs are analysed. Ctrl-C stops after the records written so far.",
+                    "A rerun resumes: inputs already analyzed by the same model with the same options are skipped; "
+                    "failed, changed or new inputs are analyzed. Ctrl-C stops after the records written so far.",
         formatter_class=HelpFormatter)
     source = parser.add_argument_group("inputs")
     source.add_argument("inputs", nargs="*", help="image files, folders (searched recursively) or glob patterns")
@@ -73,7 +73,7 @@ def register(subparsers) -> None:
                           help="face embedding = embedding(face) + embedding(mirrored face), the official "
                                "verification protocol")
     analysis.add_argument("--batch-size", type=int, default=32, help="faces per model call")
-    analysis.add_argument("--chunk-size", type=int, default=16, help="images decoded and analysed together")
+    analysis.add_argument("--chunk-size", type=int, default=16, help="images decoded and analyzed together")
     analysis.add_argument("--num-workers", type=int, default=4, help="image decoding threads")
 
     output = parser.add_argument_group("output")

@@ -4,7 +4,7 @@ evaluation do. Kept so that ``faceptor_hf.data.geometry`` imports go on working.
 
 from ..dataset_crops import (
     box_crop_matrix_official,
-    centre_similarity,
+    center_similarity,
     horizontal_flip,
     is_whole_image,
     resize_whole_image,
@@ -16,5 +16,5 @@ from ..dataset_crops import (
     whole_image_matrix,
 )
 
-__all__ = ["box_crop_matrix_official", "centre_similarity", "horizontal_flip", "is_whole_image", "resize_whole_image",
+__all__ = ["box_crop_matrix_official", "center_similarity", "horizontal_flip", "is_whole_image", "resize_whole_image",
            "row_matrix", "unwarp_points", "warp_image", "warp_mask", "warp_points", "whole_image_matrix"]

@@ -114,7 +114,7 @@ def failure_rate_auc(nmes, threshold: float, step: float = 1e-4) -> tuple[float,
     """(failure rate, AUC) of per-image NMEs at ``threshold``, both fractions.
 
     The cumulative error distribution CED(x) = fraction of images with NME <= x is sampled at
-    ``numpy.arange(0, threshold + step, step)`` (at 0.07 that grid has 702 points ending at 0.0701, an artefact the
+    ``numpy.arange(0, threshold + step, step)`` (at 0.07 that grid has 702 points ending at 0.0701, an artifact the
     official evaluation has and this keeps); AUC = Simpson integral of the CED / threshold (pre-1.11 SciPy rule),
     failure rate = 1 - CED at the last grid point."""
     nmes = np.sort(_array(nmes).reshape(-1))

@@ -46,7 +46,7 @@ class Protocol:
             names its task differently).
         splits: the test splits the paper reports, in its order.
         crop: the crop rule in words (printed in README's table).
-        zoom: box crops shrink about the crop centre by this (0.8 for 300W/WFLW/COFW, 1.0 for AFLW-19).
+        zoom: box crops shrink about the crop center by this (0.8 for 300W/WFLW/COFW, 1.0 for AFLW-19).
         dense_face_scale: scale of FaRL's 5-point template for keypoint crops at 512 px (1.0 as LaPa trains).
         warp_factor: tanh-warp on top of the crop (0.8 for LaPa, docs/datasets-and-evaluation.md §2.4; 0 = plain crop).
         score_size: parsing is scored on a score_size x score_size frame (the target mask resized there, nearest);
@@ -76,7 +76,7 @@ def _nme(base, full, label="NME inter-ocular x100", metric="nme_inter_ocular"):
     return (PaperFigure(metric, label, 100.0, base, full),)
 
 
-_BOX_ZOOM = ("face_box crop (docs/datasets-and-evaluation.md §2.1), zoom {zoom} about the centre; points mapped back "
+_BOX_ZOOM = ("face_box crop (docs/datasets-and-evaluation.md §2.1), zoom {zoom} about the center; points mapped back "
              "through the inverse")
 _VERIFICATION_NOTE = ("flip-sum embeddings, L2-normalised; squared L2 distances; 10 folds (the fold column, contiguous "
                       "blocks as sklearn's KFold); threshold 0, 0.01, ..., 3.99 best on the other 9 folds")

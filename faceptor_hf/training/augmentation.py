@@ -2,11 +2,11 @@
 §3, §4.13).
 
 * 112-px crops (``Augmentation112``): horizontal flip, RandAugment as the official timm setting
-  ``rand-m9-mstd0.5-inc1`` (2 ops, magnitude N(9, 0.5), the increasing-severity op set, grey fill 128), then random
+  ``rand-m9-mstd0.5-inc1`` (2 ops, magnitude N(9, 0.5), the increasing-severity op set, gray fill 128), then random
   erasing on the normalised tensor (p 0.25, per-pixel N(0, 1) noise). Recognition uses the flip only.
-* 512-px crops (``Augmentation512``): a random similarity about the crop centre composed with the row's crop matrix
+* 512-px crops (``Augmentation512``): a random similarity about the crop center composed with the row's crop matrix
   (landmarks: uniform shift / rotation / scale; parsing: Gaussian rotation and scale), photometric changes on the
-  warped [0, 1] image (landmarks: occlusion, noise fusion, grey, gamma, blur; parsing: grey, gamma, blur), and —
+  warped [0, 1] image (landmarks: occlusion, noise fusion, gray, gamma, blur; parsing: gray, gamma, blur), and —
   an option the official recipes leave off — label-consistent horizontal flips.
 
 Every random number comes from the ``numpy.random.Generator`` passed in, so an example is reproducible from its
@@ -28,7 +28,7 @@ import PIL.ImageOps
 import torch
 import torch.nn.functional as F
 
-from ..data.geometry import centre_similarity
+from ..data.geometry import center_similarity
 from ..task_types import FaceptorTask, get_task_type
 
 _DISTRIBUTIONS = ("uniform", "normal")
@@ -51,7 +51,7 @@ class Augmentation112:
         rand_augment_ops: ops drawn per image, with replacement (0 switches RandAugment off).
         rand_augment_magnitude, rand_augment_magnitude_std: magnitude ~ N(mean, std) per op, clipped to [0, 10].
         rand_augment_probability: chance that each drawn op is applied.
-        fill: grey level of the area that rotations, shears and translations uncover.
+        fill: gray level of the area that rotations, shears and translations uncover.
         erasing_probability: chance of one random-erasing box (on the normalised tensor, N(0, 1) noise).
         erasing_area: box area range, as fractions of the image.
         erasing_aspect: box height/width range (drawn log-uniformly).
@@ -86,7 +86,7 @@ class Augmentation512:
             with std ``scale`` (``scale_distribution``). E.g. 300W (zoom 0.8) trains at scales U[0.7, 0.9].
         occlusion: black out one random rectangle (10-40 % of the side) on every image.
         noise_fusion_probability: blend with uniform noise, weight U[0, 0.5).
-        gray_probability: replace by its grey level (0.299 R + 0.587 G + 0.114 B).
+        gray_probability: replace by its gray level (0.299 R + 0.587 G + 0.114 B).
         gamma: clamp to [0, 1], then square root, identity or square, uniformly.
         blur_fraction: box blur of side int(mean(H, W) * U[0, blur_fraction)) where that exceeds 1 pixel.
         flip_probability: label-consistent horizontal flip (landmark order / left-right classes swapped by the
@@ -175,27 +175,27 @@ def _draw(generator: np.random.Generator, distribution: str, spread: float) -> f
 
 def random_similarity(settings: Augmentation512, size: int, zoom: float,
                       generator: np.random.Generator) -> torch.Tensor:
-    """(2, 3) float64 similarity about the crop centre to compose after a crop matrix whose zoom is ``zoom``:
+    """(2, 3) float64 similarity about the crop center to compose after a crop matrix whose zoom is ``zoom``:
     the trained scale is zoom + offset, so the extra factor is (zoom + offset) / zoom. Draw order as official:
     shift (x, y), rotation, scale."""
     shift = generator.uniform(-settings.shift, settings.shift, size=2) * size
     angle = _draw(generator, settings.rotation_distribution, settings.rotation)
     offset = _draw(generator, settings.scale_distribution, settings.scale)
-    return centre_similarity(size, scale=(zoom + offset) / zoom, angle=angle, shift=(float(shift[0]),
+    return center_similarity(size, scale=(zoom + offset) / zoom, angle=angle, shift=(float(shift[0]),
                                                                                       float(shift[1])))
 
 
 def occlude(image: torch.Tensor, generator: np.random.Generator) -> torch.Tensor:
-    """Black out one rectangle: height fraction rh ~ U[0.2, 0.8), width fraction rh + U[-0.2, 0.2), centre uniform
-    over the image; the rectangle spans +- (side/2 * fraction) // 2 around the centre, clipped to the image."""
+    """Black out one rectangle: height fraction rh ~ U[0.2, 0.8), width fraction rh + U[-0.2, 0.2), center uniform
+    over the image; the rectangle spans +- (side/2 * fraction) // 2 around the center, clipped to the image."""
     _, height, width = image.shape
     height_fraction = generator.uniform(0.2, 0.8)
     width_fraction = height_fraction + generator.uniform(-0.2, 0.2)
-    centre_x, centre_y = int((width - 1) * generator.random()), int((height - 1) * generator.random())
+    center_x, center_y = int((width - 1) * generator.random()), int((height - 1) * generator.random())
     half_height, half_width = int(height / 2 * height_fraction) // 2, int(width / 2 * width_fraction) // 2
     out = image.clone()
-    out[:, max(centre_y - half_height, 0):centre_y + half_height + 1,
-        max(centre_x - half_width, 0):centre_x + half_width + 1] = 0
+    out[:, max(center_y - half_height, 0):center_y + half_height + 1,
+        max(center_x - half_width, 0):center_x + half_width + 1] = 0
     return out
 
 
@@ -207,7 +207,7 @@ def fuse_noise(image: torch.Tensor, generator: np.random.Generator) -> torch.Ten
 
 
 def to_gray(image: torch.Tensor) -> torch.Tensor:
-    """RGB -> grey (OpenCV weights) replicated to 3 channels."""
+    """RGB -> gray (OpenCV weights) replicated to 3 channels."""
     weights = torch.tensor([0.299, 0.587, 0.114], dtype=image.dtype)[:, None, None]
     return (image * weights).sum(0, keepdim=True).expand(3, -1, -1).clone()
 
@@ -227,7 +227,7 @@ def box_blur(image: torch.Tensor, kernel: int) -> torch.Tensor:
 
 
 def dense_photometric(image: torch.Tensor, settings: Augmentation512, generator: np.random.Generator) -> torch.Tensor:
-    """The official photometric chain on a warped (3, H, W) image in [0, 1]: occlusion, noise fusion, grey,
+    """The official photometric chain on a warped (3, H, W) image in [0, 1]: occlusion, noise fusion, gray,
     gamma, blur (each as enabled in ``settings``)."""
     if settings.occlusion:
         image = occlude(image, generator)

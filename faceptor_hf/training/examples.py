@@ -7,7 +7,7 @@ the task's target.
 
 The crop is the image processor's (``FaceptorImageProcessor.crop_row``: the one row -> crop rule of
 ``dataset_crops``, size and statistics of the task's input; with ``train`` an already-cropped image takes the
-official training resize, timm's centre square + bicubic at 112 px except for recognition, else the evaluation
+official training resize, timm's center square + bicubic at 112 px except for recognition, else the evaluation
 one); training augmentations (``training.augmentation``) go in as crop matrices composed with the row's and a
 photometric step on the crop, so masks and landmarks go through exactly the image's geometry, and a horizontal flip
 also reorders the labels by the task type's ``flip_permutation``. The target is read from the task type's
@@ -268,7 +268,7 @@ def register_target_column(column: str, reader: Callable[[object, TargetContext]
 # The builder
 # ---------------------------------------------------------------------------------------------------------------
 # Target columns whose official training transform resizes an already-cropped image as the test transform does
-# (recognition: torchvision Resize, PIL bilinear); the others train through timm's (centre square, bicubic).
+# (recognition: torchvision Resize, PIL bilinear); the others train through timm's (center square, bicubic).
 TEST_RESIZE_IN_TRAINING = {"identity"}
 
 

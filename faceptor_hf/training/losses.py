@@ -42,7 +42,7 @@ def cosface_loss(embeddings: torch.Tensor, classifier_weight: torch.Tensor, labe
 
     Args:
         embeddings: (B, D) raw recognition head output (not normalised).
-        classifier_weight: (K, D) class centres.
+        classifier_weight: (K, D) class centers.
         labels: (B,) int64 identity ids in 0 .. K-1.
     cos = (x . W_c) / max(|x| |W_c|, 1e-8), the clamp applied to the product of the norms as officially.
     """
@@ -62,8 +62,8 @@ def age_label_distribution(ages: torch.Tensor, num_bins: int = 101, sigma: float
     sum (``F.normalize(p=1)``). The official labels are integer years; the age here is used unrounded, which is the
     same target for integer ages and the natural one for fractional ages."""
     bins = torch.arange(num_bins, dtype=torch.float64, device=ages.device)
-    centred = bins[None, :] - ages.to(torch.float64)[:, None]
-    pdf = torch.exp(-centred**2 / (2 * sigma**2)) / (torch.sqrt(torch.tensor(2 * torch.pi, dtype=torch.float64))
+    centered = bins[None, :] - ages.to(torch.float64)[:, None]
+    pdf = torch.exp(-centered**2 / (2 * sigma**2)) / (torch.sqrt(torch.tensor(2 * torch.pi, dtype=torch.float64))
                                                       * sigma)
     return F.normalize(pdf.float(), p=1, dim=1)
 
@@ -177,18 +177,18 @@ def _landmark_part(task: FaceptorTask, raw, targets, state):
     return landmark_loss(raw, targets, crop_size=task.input_size)
 
 
-def _labelled(function):
+def _labeled(function):
     return lambda task, raw, targets, state: function(raw, targets)
 
 
 LOSS_OF_TYPE = {
     "recog": _recognition_part,
-    "age": _labelled(age_loss),
-    "biattr": _labelled(attribute_loss),
-    "affect": _labelled(expression_loss),
-    "classification": _labelled(expression_loss),
-    "regression": _labelled(value_regression_loss),
-    "parsing": _labelled(parsing_loss),
+    "age": _labeled(age_loss),
+    "biattr": _labeled(attribute_loss),
+    "affect": _labeled(expression_loss),
+    "classification": _labeled(expression_loss),
+    "regression": _labeled(value_regression_loss),
+    "parsing": _labeled(parsing_loss),
     "align": _landmark_part,
 }
 for _type_name, _loss in LOSS_OF_TYPE.items():

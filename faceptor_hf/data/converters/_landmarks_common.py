@@ -27,14 +27,14 @@ class HRNetCsvRow:
         line: 1-based line number in the CSV (for error reports).
         image: the image path as written, relative to the image root.
         scale: face size / 200.
-        centre: (center_w, center_h) as stored.
+        center: (center_w, center_h) as stored.
         points: (N, 2) x y as stored.
     """
 
     line: int
     image: str
     scale: float
-    centre: tuple[float, float]
+    center: tuple[float, float]
     points: list[list[float]]
 
 
@@ -64,7 +64,7 @@ def iter_hrnet_csv(path: str, num_points: int) -> Iterator[HRNetCsvRow | Dataset
                 yield DatasetFormatError("scale must be positive and every value finite", path, number)
                 continue
             coordinates = values[3:]
-            yield HRNetCsvRow(line=number, image=fields[0], scale=values[0], centre=(values[1], values[2]),
+            yield HRNetCsvRow(line=number, image=fields[0], scale=values[0], center=(values[1], values[2]),
                               points=[[coordinates[2 * k], coordinates[2 * k + 1]] for k in range(num_points)])
 
 
@@ -119,18 +119,18 @@ def read_pts(path: str, num_points: int) -> list[list[float]]:
     return points
 
 
-def hrnet_box(centre: tuple[float, float], scale: float) -> list[float]:
-    """The HRNet/FaRL crop box: a square of side 200 * scale centred on ``centre``."""
+def hrnet_box(center: tuple[float, float], scale: float) -> list[float]:
+    """The HRNet/FaRL crop box: a square of side 200 * scale centered on ``center``."""
     half = HRNET_SCALE_UNIT * scale / 2.0
-    return [centre[0] - half, centre[1] - half, centre[0] + half, centre[1] + half]
+    return [center[0] - half, center[1] - half, center[0] + half, center[1] + half]
 
 
 def landmark_extent_box(points: list[list[float]]) -> list[float]:
-    """A square box as HRNet derives its CSV boxes (its maintainers' description, issue #3): centred on the
+    """A square box as HRNet derives its CSV boxes (its maintainers' description, issue #3): centered on the
     middle of the points' bounding box, side max(width, height) of that bounding box."""
     xs, ys = [p[0] for p in points], [p[1] for p in points]
-    centre = ((min(xs) + max(xs)) / 2.0, (min(ys) + max(ys)) / 2.0)
-    return hrnet_box(centre, max(max(xs) - min(xs), max(ys) - min(ys)) / HRNET_SCALE_UNIT)
+    center = ((min(xs) + max(xs)) / 2.0, (min(ys) + max(ys)) / 2.0)
+    return hrnet_box(center, max(max(xs) - min(xs), max(ys) - min(ys)) / HRNET_SCALE_UNIT)
 
 
 def first_existing_folder(data_dir: str, candidates: tuple[str, ...]) -> str | None:

@@ -15,7 +15,7 @@ left out by the protocol, not reported as bad. Codes 0-6 already are the task's 
 is AffectNet's order).
 
 Alignment (a documented gap, docs/datasets-and-evaluation.md §3 and §9): the native images are face photos with margin,
-not aligned crops, so ``face_keypoints`` are the 5 points of the release's 68-point annotation (eye centres = means of
+not aligned crops, so ``face_keypoints`` are the 5 points of the release's 68-point annotation (eye centers = means of
 points 36-41 and 42-47, nose tip 30, mouth corners 48 and 54, 0-based iBUG numbering; image-left first) and the reader
 aligns them to the 112-px ArcFace template, the alignment docs/datasets-and-evaluation.md §3 recommends; ``face_box`` is
 the annotated face rectangle. Faceptor's ``data/`` copies are its own preprocessed crops and are used as they are (no
@@ -49,7 +49,7 @@ LAYOUT = ("data_dir/ holds either the native release — Manually_Annotated_Imag
 
 
 def keypoints_from_68(points: list[list[float]]) -> list[list[float]]:
-    """Five alignment points (5, 2) from a 68-point iBUG markup (68, 2): eye centres, nose tip, mouth corners."""
+    """Five alignment points (5, 2) from a 68-point iBUG markup (68, 2): eye centers, nose tip, mouth corners."""
     def mean(indices):
         return [sum(points[i][axis] for i in indices) / len(indices) for axis in (0, 1)]
 
@@ -176,7 +176,7 @@ register_native_dataset(NativeDataset(
     protocol=("train = training.csv (or label/train.txt); test = the official validation set (validation.csv or "
               "label/test.txt). Codes 0-6 kept (already the task's label order); contempt, none, uncertain and "
               "no-face (7-10) left out. Native images: face_keypoints = 5 points from the 68-point annotation (eye "
-              "centres of 36-41/42-47, nose 30, mouth 48/54) for the ArcFace 112 alignment "
+              "centers of 36-41/42-47, nose 30, mouth 48/54) for the ArcFace 112 alignment "
               "docs/datasets-and-evaluation.md §3 recommends (its 112-px alignment is a gap), face_box = the "
               "annotated face rectangle. Faceptor's data/ copies: used as they are. Extra columns: image_name, "
               "native_code, valence, arousal, landmarks68 (native only)."),

@@ -3,8 +3,8 @@
 
 ``annotations="hrnet_csv"`` (default, the official protocol): ``face_landmarks_300w_{train, valid_common,
 valid_challenge, valid}.csv`` give membership, landmarks and the crop box. As FaRL and Faceptor do
-(docs/datasets-and-evaluation.md §S.4), every landmark value and the box centre lose 2.0; the box is the square of side
-200 * scale about that centre (the 0.8 test zoom belongs to the reader, not the box). ``ibug/image_092_01.jpg`` is
+(docs/datasets-and-evaluation.md §S.4), every landmark value and the box center lose 2.0; the box is the square of side
+200 * scale about that center (the 0.8 test zoom belongs to the reader, not the box). ``ibug/image_092_01.jpg`` is
 read from ``ibug/image_092 _01.jpg`` when only the native name (with its space) exists.
 
 ``annotations="native"``: the ``.pts`` files next to the images, with the usual folder partition (train = afw +
@@ -42,7 +42,7 @@ CSV_FILES = {
     "test_challenge": "face_landmarks_300w_valid_challenge.csv",
     "test_full": "face_landmarks_300w_valid.csv",
 }
-# FaRL's offset on the HRNet CSV values (landmarks and centre); docs/datasets-and-evaluation.md §4.1 "Offset quirk".
+# FaRL's offset on the HRNet CSV values (landmarks and center); docs/datasets-and-evaluation.md §4.1 "Offset quirk".
 CSV_OFFSET = 2.0
 PTS_OFFSET = 1.0
 # The CSVs name this image without the space its native file name has.
@@ -65,7 +65,7 @@ LAYOUT = ("data_dir holds HRNet's face_landmarks_300w_{train,valid_common,valid_
 PROTOCOL = (
     "Splits: train 3,148 (face_landmarks_300w_train.csv), test_common 554 (valid_common), test_challenge 135 "
     "(valid_challenge), test_full 689 (valid = common + challenge). landmarks = HRNet CSV values - 2.0, face_box = "
-    "square of side 200*scale about (center_w - 2, center_h - 2); the reader zooms 0.8 about the crop centre. "
+    "square of side 200*scale about (center_w - 2, center_h - 2); the reader zooms 0.8 about the crop center. "
     "NME normalisers (0-based points): inter_ocular = |p36 - p45| (reported), inter_pupil = |mean(p36..p41) - "
     "mean(p42..p47)| (logged). Column subset: train / common / challenge. annotations='native' reads the .pts "
     "files instead (values - 1.0, box = square about the landmark extent); see the module docstring for the gap.")
@@ -101,8 +101,8 @@ def _csv_rows(data_dir: str, split: str):
         if not os.path.isfile(image):
             yield DatasetFormatError(f"image {image!r} named here does not exist", csv_path, item.line)
             continue
-        centre = (item.centre[0] - CSV_OFFSET, item.centre[1] - CSV_OFFSET)
-        yield _row(image, hrnet_box(centre, item.scale), shifted(item.points, CSV_OFFSET), _subset(split, item.image))
+        center = (item.center[0] - CSV_OFFSET, item.center[1] - CSV_OFFSET)
+        yield _row(image, hrnet_box(center, item.scale), shifted(item.points, CSV_OFFSET), _subset(split, item.image))
 
 
 def _native_rows(data_dir: str, split: str):

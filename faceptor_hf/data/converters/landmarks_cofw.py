@@ -1,15 +1,15 @@
 """COFW, 29 points (docs/datasets-and-evaluation.md §4.3): images and annotations inside MATLAB files.
 
-The protocol's files are HRNet's colour ``COFW_train_color.mat`` / ``COFW_test_color.mat`` (MATLAB v7.3, i.e. HDF5,
+The protocol's files are HRNet's color ``COFW_train_color.mat`` / ``COFW_test_color.mat`` (MATLAB v7.3, i.e. HDF5,
 read with h5py): ``IsTr`` / ``IsT`` are cell arrays of uint8 images (H x W or H x W x 3, already RGB), ``phisTr`` /
 ``phisT`` are N x 87 rows of 29 x values, 29 y values and 29 occlusion flags. Caltech's original grayscale
-``COFW_train.mat`` / ``COFW_test.mat`` (same variables) are read when the colour files are absent, with scipy for
+``COFW_train.mat`` / ``COFW_test.mat`` (same variables) are read when the color files are absent, with scipy for
 pre-v7.3 files; their images differ from the protocol's, so scores on them are not the paper's.
 
 Each image is stored as PNG bytes as the release has it (grayscale stays "L"; readers convert). Landmarks keep the
 stored values: docs/datasets-and-evaluation.md §4.3 uses them with no offset (they are 1-based MATLAB values, and the
 official protocol trains and scores in that frame). The box is HRNet's, from the ground-truth points for train and test
-alike: centre ((floor(x_min) + ceil(x_max)) / 2, likewise y), side max(ceil(x_max) - floor(x_min), ceil(y_max) -
+alike: center ((floor(x_min) + ceil(x_max)) / 2, likewise y), side max(ceil(x_max) - floor(x_min), ceil(y_max) -
 floor(y_min)).
 """
 
@@ -30,14 +30,14 @@ from ..schema import task_features
 NUM_POINTS = 29
 PHIS_COLUMNS = 3 * NUM_POINTS
 SPLITS = ("train", "test")
-# Colour (protocol) file first, then Caltech's grayscale original.
+# Color (protocol) file first, then Caltech's grayscale original.
 MAT_FILES = {"train": ("COFW_train_color.mat", "COFW_train.mat"), "test": ("COFW_test_color.mat", "COFW_test.mat")}
 VARIABLES = {"train": ("IsTr", "phisTr"), "test": ("IsT", "phisT")}
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 # 0-based point groups whose centroids' distance normalises NME (docs/datasets-and-evaluation.md §5.1).
 NME_NORMALISERS = {"inter_ocular": ((8,), (9,))}
 
-LAYOUT = "data_dir holds COFW_train_color.mat and COFW_test_color.mat (HRNet's colour MATLAB v7.3 files)"
+LAYOUT = "data_dir holds COFW_train_color.mat and COFW_test_color.mat (HRNet's color MATLAB v7.3 files)"
 PROTOCOL = (
     "Splits: train 1,345 (COFW_train_color.mat), test 507 (COFW_test_color.mat). landmarks = the stored values (no "
     "offset); face_box = HRNet's square about the ground-truth points (train and test); the reader zooms 0.8. NME "
@@ -124,9 +124,9 @@ def cofw_box(points: list[list[float]]) -> list[float]:
     """HRNet's COFW box: the square about the integer-rounded extent of the points (module docstring)."""
     xs, ys = [p[0] for p in points], [p[1] for p in points]
     left, right, top, bottom = math.floor(min(xs)), math.ceil(max(xs)), math.floor(min(ys)), math.ceil(max(ys))
-    centre_x, centre_y = (left + right) / 2.0, (top + bottom) / 2.0
+    center_x, center_y = (left + right) / 2.0, (top + bottom) / 2.0
     half = max(right - left, bottom - top) / 2.0
-    return [centre_x - half, centre_y - half, centre_x + half, centre_y + half]
+    return [center_x - half, center_y - half, center_x + half, center_y + half]
 
 
 def iter_cofw_rows(data_dir: str, split: str):

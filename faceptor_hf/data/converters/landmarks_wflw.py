@@ -111,7 +111,7 @@ def _csv_rows(data_dir: str, split: str):
                 flags[column] = None
             else:
                 flags[column] = key in members[subset]
-        yield _row(image, hrnet_box(item.centre, item.scale), item.points, flags)
+        yield _row(image, hrnet_box(item.center, item.scale), item.points, flags)
 
 
 def _native_list(data_dir: str, part: str) -> str:

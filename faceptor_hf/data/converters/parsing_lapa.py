@@ -11,7 +11,7 @@ trains on. Every name found in any of the three folders of a split is one sample
 label or landmark file is reported (a label without a photo is how a missing photo shows).
 
 Rows: ``image`` and ``mask`` are the release's files (the native ids 0 ... 10 are ``LAPA_LABELS`` order, kept
-unchanged); ``face_keypoints`` = the 106 landmarks [104, 105, 54, 84, 90] as released (eye centres, nose tip, mouth
+unchanged); ``face_keypoints`` = the 106 landmarks [104, 105, 54, 84, 90] as released (eye centers, nose tip, mouth
 corners: the FaRL 5-point alignment of docs/datasets-and-evaluation.md §2.2, used for train and test alike);
 ``landmarks_106`` (106, 2) is the whole landmark file. ``face_box`` is None.
 """
