@@ -814,9 +814,9 @@ class FaceptorModel(FaceptorPreTrainedModel):
             ``{task_name: raw head output of its rows}`` in the form of ``FaceptorOutput.task_logits``.
         """
         out = {}
-        for input_name, (pixels, ranges) in batches.items():
+        for input_name, (pixels, task_row_ranges) in batches.items():
             self._check_pixels(input_name, pixels)
-            tasks = [(self.config.get_task(name), start, stop) for name, start, stop in ranges]
+            tasks = [(self.config.get_task(name), start, stop) for name, start, stop in task_row_ranges]
             wrong = [task.name for task, _, _ in tasks if task.model_input != input_name]
             if wrong:
                 raise ValueError(f"tasks {wrong} do not read {input_name}")

@@ -180,10 +180,10 @@ def find_protocol(name: str) -> Protocol | None:
         return PROTOCOLS[key]
     from ..data import NATIVE_DATASETS
 
-    spec = NATIVE_DATASETS.get(key)
-    if spec is None or spec.task is None:
+    native = NATIVE_DATASETS.get(key)
+    if native is None or native.task is None:
         return None
-    same_task = [protocol for protocol in PROTOCOLS.values() if protocol.task == spec.task]
+    same_task = [protocol for protocol in PROTOCOLS.values() if protocol.task == native.task]
     return dataclasses.replace(same_task[0], name=key) if len(same_task) == 1 else None
 
 

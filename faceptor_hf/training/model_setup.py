@@ -14,7 +14,7 @@ from .config import TrainingConfig, TrainingConfigError
 from .modeling_training import FaceptorForMultiTaskTraining
 
 
-def build_model(config: TrainingConfig) -> tuple[FaceptorModel, list[str]]:
+def build_model(training_config: TrainingConfig) -> tuple[FaceptorModel, list[str]]:
     """The model to train and the names of parameters that start from random values.
 
     ``preset``/``config`` build a fresh model, whose encoder comes from ``encoder_init`` (FaRL / CLIP, as the paper
@@ -22,26 +22,27 @@ def build_model(config: TrainingConfig) -> tuple[FaceptorModel, list[str]]:
     (Layer-Attention levels for stage 2, a task it lacks), carries every matching weight into the new architecture.
     Tasks of the run that the model lacks are added from their task fields. A task's ``loss_weight`` in the run
     replaces the model task's own (kept in the config, so the saved model records what it was trained with)."""
-    spec = config.model
+    model_section = training_config.model
     pretrained = None
-    if "pretrained" in spec:
+    if "pretrained" in model_section:
         try:
-            pretrained = FaceptorModel.from_pretrained(spec["pretrained"], revision=spec.get("revision"))
+            pretrained = FaceptorModel.from_pretrained(model_section["pretrained"],
+                                                       revision=model_section.get("revision"))
         except OSError as error:
-            raise TrainingConfigError(f"model.pretrained {spec['pretrained']!r} cannot be loaded: "
+            raise TrainingConfigError(f"model.pretrained {model_section['pretrained']!r} cannot be loaded: "
                                       f"{str(error).splitlines()[0]}") from error
         model_config = FaceptorConfig(**pretrained.config.to_dict())
     else:
         try:
-            model_config = (FaceptorConfig.from_preset(spec["preset"]) if "preset" in spec
-                            else FaceptorConfig(**spec["config"]))
+            model_config = (FaceptorConfig.from_preset(model_section["preset"]) if "preset" in model_section
+                            else FaceptorConfig(**model_section["config"]))
         except (TypeError, ValueError, KeyError) as error:
             raise TrainingConfigError(f"model: {str(error).strip(chr(39))}") from error
-    changes = dict(spec.get("overrides") or {})
+    changes = dict(model_section.get("overrides") or {})
     known = set(model_config.task_names)
     tasks = [task.to_dict() for task in model_config.tasks]
-    weights = {t.name: t.loss_weight for t in config.tasks if t.loss_weight is not None}
-    for task_spec in config.tasks:
+    weights = {t.name: t.loss_weight for t in training_config.tasks if t.loss_weight is not None}
+    for task_spec in training_config.tasks:
         if task_spec.name in known:
             if task_spec.task_fields:
                 current = model_config.get_task(task_spec.name).to_dict()
@@ -65,12 +66,12 @@ def build_model(config: TrainingConfig) -> tuple[FaceptorModel, list[str]]:
         raise TrainingConfigError(f"model: {error}") from error
     if pretrained is None:
         model = FaceptorModel(new_config)
-        if not spec.get("encoder_init"):
+        if not model_section.get("encoder_init"):
             return model, [name for name, _ in model.named_parameters()]
         from ..convert_farl_encoder_to_hf import EncoderCheckpointError, load_encoder_checkpoint
 
         try:
-            load_encoder_checkpoint(model, spec["encoder_init"])
+            load_encoder_checkpoint(model, model_section["encoder_init"])
         except EncoderCheckpointError as error:
             raise TrainingConfigError(f"model.encoder_init: {error}") from error
         return model, [name for name, _ in model.named_parameters() if not name.startswith("encoder.")]

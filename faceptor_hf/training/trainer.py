@@ -191,7 +191,7 @@ class FaceptorTrainer:
         """What the run will do, as ``faceptor-hf train --dry-run`` prints it: per task its data, batch size and
         effective loss weight; the parameter groups with their peak learning rates; steps and precision."""
         run, accelerator = self.config.run, self.accelerator
-        config = self.model.config
+        model_config = self.model.config
         tasks = []
         for task in self.tasks:
             spec = self.specs[task.name]
@@ -208,13 +208,14 @@ class FaceptorTrainer:
         groups = [{"name": group["name"], "peak_learning_rate": run.learning_rate * group["multiplier"],
                    "tensors": len(group["params"]), "parameters": sum(p.numel() for p in group["params"])}
                   for group in self.optimizer.param_groups]
-        encoder_init = getattr(config, "encoder_init", None)
+        encoder_init = getattr(model_config, "encoder_init", None)
         return {
             "config": self.config.source,
-            "model": {"variant": config.variant_name, "parameters": sum(p.numel() for p in self.model.parameters()),
+            "model": {"variant": model_config.variant_name,
+                      "parameters": sum(p.numel() for p in self.model.parameters()),
                       "fresh_tensors": len(self.new_parameters), "encoder_init": encoder_init,
-                      "drop_path": {"rate": config.drop_path_rate, "mode": config.drop_path_mode},
-                      "attention": config._attn_implementation},
+                      "drop_path": {"rate": model_config.drop_path_rate, "mode": model_config.drop_path_mode},
+                      "attention": model_config._attn_implementation},
             "tasks": tasks,
             "parameter_groups": groups,
             "steps": run.max_steps, "warmup_steps": run.warmup_steps,
