@@ -3,6 +3,10 @@
 It prints the paper's table row(s) with the paper's figures beside ours, and writes ``metrics.json`` (every
 metric of every split, the paper's figures, the model and the protocol) and ``predictions-<split>.parquet`` (one
 row per sample: ``index`` = row number, then the task type's fields) to ``--output-dir``.
+
+Under ``accelerate launch --num_processes N`` (or ``torchrun``) the processes split each split's batches, the main
+process gathers them, and the files are those of one process, row for row (``evaluation.distributed``); the main
+process prints and writes them.
 """
 
 from __future__ import annotations
@@ -69,7 +73,8 @@ def open_prepared(path: str):
     return prepared
 
 
-def datasets_to_score(args: argparse.Namespace, protocol) -> list[tuple[str | None, object]]:
+def datasets_to_score(args: argparse.Namespace, protocol, main_process: bool = True
+                      ) -> list[tuple[str | None, object]]:
     """[(split name, Dataset)] of the run: read with the converter (``--data-dir``) or from ``--prepared``."""
     if args.data_dir:
         from ..data import BadSampleReport, DatasetFormatError, load_native
@@ -85,7 +90,7 @@ def datasets_to_score(args: argparse.Namespace, protocol) -> list[tuple[str | No
             except (DatasetFormatError, FileNotFoundError, KeyError, ValueError) as error:
                 message = error.args[0] if isinstance(error, KeyError) else str(error)
                 raise CommandError(message.splitlines()[0]) from error
-        if args.skip_bad:
+        if args.skip_bad and main_process:
             print(report.summary(), file=sys.stderr)
         return loaded
     prepared = open_prepared(args.prepared)
@@ -103,6 +108,7 @@ def datasets_to_score(args: argparse.Namespace, protocol) -> list[tuple[str | No
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate each split, print the table, write the files; 0 on success."""
+    from ..analysis import distributed_shard
     from ..evaluation import evaluate, get_protocol
     from ..evaluation.evaluate import resolve_protocol
     from ..evaluation.report import format_table, write_metrics, write_predictions
@@ -120,17 +126,23 @@ def run(args: argparse.Namespace) -> int:
             protocol = get_protocol(args.dataset)
         except KeyError as error:
             raise CommandError(error.args[0]) from error
+    device = parse_device(args.device)
+    # Several processes (accelerate launch / torchrun): each runs on its own device and scores its share.
+    rank, world, shard_device = distributed_shard()
+    if shard_device is not None and args.device in ("cpu", "cuda"):
+        device = shard_device
     source = model_source(args)
-    model, processor = load_model(source, dtype=args.dtype, device=parse_device(args.device))
+    model, processor = load_model(source, dtype=args.dtype, device=device)
     if not args.dataset:
         try:
             protocol = resolve_protocol(args.task, list(model.config.task_names))
         except KeyError as error:
             raise CommandError(error.args[0]) from error
-    scored = datasets_to_score(args, protocol)
+    scored = datasets_to_score(args, protocol, main_process=rank == 0)
     output_dir = args.output_dir or os.path.join("evaluation", protocol.name)
-    os.makedirs(output_dir, exist_ok=True)
-    progress = args.progress or sys.stderr.isatty()
+    if rank == 0:
+        os.makedirs(output_dir, exist_ok=True)
+    progress = (args.progress or sys.stderr.isatty()) and rank == 0
     results = []
     for split, dataset in scored:
         try:
@@ -141,7 +153,14 @@ def run(args: argparse.Namespace) -> int:
             message = error.args[0] if isinstance(error, KeyError) else str(error)
             raise CommandError(str(message).splitlines()[0]) from error
         results.append(result)
-        write_predictions(os.path.join(output_dir, f"predictions-{split or 'all'}.parquet"), result)
+        if rank == 0:
+            write_predictions(os.path.join(output_dir, f"predictions-{split or 'all'}.parquet"), result)
+    if world > 1:
+        import torch.distributed
+
+        torch.distributed.destroy_process_group()
+        if rank != 0:
+            return 0
     print(format_table(results))
     write_metrics(os.path.join(output_dir, "metrics.json"), results,
                   {"model": "random-weights" if source.random_weights else source.model, "protocol": protocol.name,

@@ -25,6 +25,15 @@ from ..image_loading import ImageLoadError, load_image
 from ..image_processing_faceptor import FaceptorImageProcessor
 from ..task_types import FaceptorTask, get_task_type
 from .batch import EvaluationBatch
+from .distributed import (
+    Share,
+    batch_on_cpu,
+    batch_shard,
+    can_merge,
+    failure_of,
+    gather_and_compute,
+    process_group,
+)
 from .protocols import PROTOCOLS, PaperFigure, Protocol, default_protocol, find_protocol
 
 
@@ -166,7 +175,7 @@ def check_metric_columns(dataset, model_task: FaceptorTask, accumulator, where: 
 def evaluate(model, dataset, name: str, *, task: str | None = None, split: str | None = None,
              processor: FaceptorImageProcessor | None = None, batch_size: int = 32, device=None,
              limit: int | None = None, num_workers: int = 0, progress: bool = False,
-             keep_predictions: bool = True) -> EvaluationResult:
+             keep_predictions: bool = True, distributed: bool | None = None) -> EvaluationResult:
     """Score ``model`` on ``dataset`` with the protocol ``name``.
 
     Args:
@@ -181,8 +190,14 @@ def evaluate(model, dataset, name: str, *, task: str | None = None, split: str |
         batch_size, device (default: the model's; the model is moved there), limit (first rows only),
         num_workers (DataLoader workers decoding and warping), progress (a progress bar),
         keep_predictions (per-row records in ``result.predictions``).
+        distributed: split the rows over the processes of an ``accelerate launch`` / ``torchrun`` run (every
+            process must call ``evaluate`` alike); ``None`` (default) does so when there are several processes,
+            ``False`` scores every row in this process alone (``evaluation.distributed``: whole batches per process,
+            results gathered on the main process, the metrics computed once and sent to every process).
 
     Returns an ``EvaluationResult``: {metric: value} plus the dataset, split, task, paper figures and predictions.
+    With several processes every process gets the same metrics; ``predictions`` holds every row on the main
+    process (rank 0), in row order as in one process, and this process's own rows elsewhere.
     Raises ``KeyError`` for an unknown name, task, split or missing column (naming the task and the columns),
     ``ValueError``/``ImageLoadError`` naming the row of a bad sample.
     """
@@ -200,13 +215,19 @@ def evaluate(model, dataset, name: str, *, task: str | None = None, split: str |
 
     processor = processor or FaceptorImageProcessor()
     preparer = BatchPreparer(dataset, accumulator.image_columns, model_task.model_input, protocol, processor, where)
-    loader = torch.utils.data.DataLoader(range(len(dataset)), batch_size=batch_size, collate_fn=preparer,
+    rank, world_size = process_group(distributed)
+    numbers, batches = batch_shard(len(dataset), batch_size, rank, world_size)
+    loader = torch.utils.data.DataLoader(range(len(dataset)), batch_sampler=batches, collate_fn=preparer,
                                          num_workers=num_workers)
     if device is not None:
         model.to(device)
     device, dtype = _model_parts(model)
     flip_sum = accumulator.flip_sum if protocol.flip_sum is None else protocol.flip_sum
-    predictions: list[dict] = []
+    # With several processes an accumulator that cannot merge states is fed every batch on the main process.
+    deferred = world_size > 1 and not can_merge(accumulator)
+    batch_records: list[list[dict]] = []
+    evaluated: list[EvaluationBatch] = []
+    failure = None
     was_training = model.training
     model.eval()
     try:
@@ -215,12 +236,34 @@ def evaluate(model, dataset, name: str, *, task: str | None = None, split: str |
                                  file=sys.stderr):
                 batch = _run_model(model, model_task, prepared, device, dtype, flip_sum, protocol,
                                    processor.crop_size(model_task.model_input))
+                if deferred:
+                    evaluated.append(batch_on_cpu(batch))
+                    continue
                 records = accumulator.update(batch)
                 if keep_predictions:
-                    predictions += [{"index": index, **record} for index, record in zip(prepared.indices, records)]
+                    batch_records.append([{"index": index, **record}
+                                          for index, record in zip(prepared.indices, records)])
+    except Exception as error:
+        if world_size == 1:
+            raise
+        failure = error  # the other processes learn of it in the gather below instead of waiting there
     finally:
         model.train(was_training)
-    return EvaluationResult(accumulator.compute(), protocol.name, split, model_task.name, len(dataset),
+    if world_size == 1:
+        metrics = accumulator.compute()
+    else:
+        share = (failure_of(failure, rank) if failure is not None else
+                 Share(rank, numbers, batch_records, state=None if deferred else accumulator.state(),
+                       batches=evaluated if deferred else None))
+        metrics, batch_records = gather_and_compute(accumulator, share, rank, world_size, failure)
+        if deferred and keep_predictions and rank == 0:
+            batch_records = [[{"index": index, **record} for index, record in zip(batch, records)]
+                             for batch, records in zip(batch_shard(len(dataset), batch_size, 0, 1)[1],
+                                                       batch_records)]
+        elif deferred:
+            batch_records = []
+    predictions = [record for records in batch_records for record in records]
+    return EvaluationResult(metrics, protocol.name, split, model_task.name, len(dataset),
                             protocol.paper.get(split, ()) if split else (), predictions,
                             bool(getattr(model, "is_untrained", False)))
 

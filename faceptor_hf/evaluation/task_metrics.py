@@ -11,6 +11,12 @@ protocol's ``metric_options`` and the accumulator has
   record per row,
 * ``compute() -> {metric name: float}``: the metrics over every batch so far, on the scales of ``metrics``.
 
+When several processes evaluate one split (``evaluation.distributed``), each accumulator scores its own batches and
+the main process merges their states: ``batch_state`` names the attributes holding one entry per ``update`` (put
+back in batch order, so ``compute`` sees the rows in one process's order) and ``summed_state`` those added over
+batches (integer counts, so the sum is exact in any order). An accumulator that declares neither is fed every
+process's batches on the main process instead (exact as well, but its ``update`` work is not shared).
+
     accumulator = TASK_TYPES["align"].metric(task, normalizers=("inter_ocular",))
 
 A user-registered type attaches its own with ``attach_task_part(type_name, "metric", factory)``.
@@ -35,6 +41,8 @@ class TaskMetric(ABC):
     image_columns: tuple[str, ...] = ("image",)
     flip_sum: bool = False
     options: tuple[str, ...] = ()
+    batch_state: tuple[str, ...] = ()
+    summed_state: tuple[str, ...] = ()
 
     def __init__(self, task: FaceptorTask, **options):
         unknown = sorted(set(options) - set(self.options))
@@ -56,6 +64,23 @@ class TaskMetric(ABC):
                 raise ValueError(f"task {self.task.name!r}: row {index} has no {column!r}")
         return values
 
+    def state(self) -> dict:
+        """This accumulator's ``batch_state`` and ``summed_state`` attributes (picklable), for ``merge`` elsewhere."""
+        return {name: getattr(self, name) for name in (*self.batch_state, *self.summed_state)}
+
+    def merge(self, parts: list[tuple[list[int], dict]]) -> None:
+        """Replace the state by that of every process: ``parts`` = [(the batch numbers a process scored, in the
+        order it scored them, its ``state()``)]. Per-batch entries are ordered by batch number and summed
+        states added, so ``compute`` then gives what one process that scored every batch would."""
+        for name in self.batch_state:
+            entries = [(number, entry) for numbers, state in parts for number, entry in zip(numbers, state[name])]
+            setattr(self, name, [entry for _, entry in sorted(entries, key=lambda item: item[0])])
+        for name in self.summed_state:
+            total = None
+            for _, state in parts:
+                total = state[name].copy() if total is None else total + state[name]
+            setattr(self, name, total)
+
     @abstractmethod
     def update(self, batch: EvaluationBatch) -> list[dict]:
         """Take one batch; one prediction record per row."""
@@ -76,6 +101,7 @@ class LandmarkMetric(TaskMetric):
     default), ``points`` ((left, right) point indices for a landmark set the table does not know)."""
 
     options = ("normalizers", "failure_threshold", "failure_normalizer", "points")
+    batch_state = ("predictions", "targets", "boxes")
 
     def __init__(self, task: FaceptorTask, normalizers=None, failure_threshold: float | None = None,
                  failure_normalizer: str | None = None, points=None):
@@ -146,6 +172,7 @@ class ParsingMetric(TaskMetric):
     Options: ``background``: the label left out of the mean (None = keep every label)."""
 
     options = ("background",)
+    summed_state = ("confusion",)
 
     def __init__(self, task: FaceptorTask, background: str | None = "background"):
         super().__init__(task)
@@ -185,6 +212,7 @@ class AgeMetric(TaskMetric):
     """``mae`` (years) and ``cs@<years>`` (percent) of the expected age. Options: ``cs_years`` (default 5)."""
 
     options = ("cs_years",)
+    batch_state = ("predicted", "ages")
 
     def __init__(self, task: FaceptorTask, cs_years: float = 5):
         super().__init__(task)
@@ -207,6 +235,8 @@ class AttributeMetric(TaskMetric):
     """``mean_accuracy`` and ``accuracy_<attribute>`` (percent), prediction round(sigmoid(logit)); unknown (-1)
     targets are left out. Records: ``present`` (0/1 per attribute)."""
 
+    batch_state = ("logits", "targets")
+
     def __init__(self, task: FaceptorTask):
         super().__init__(task)
         self.logits, self.targets = [], []
@@ -226,6 +256,8 @@ class AttributeMetric(TaskMetric):
 class ClassificationMetric(TaskMetric):
     """``accuracy`` (percent, top-1 over all rows) on the task type's label column. Records: ``label``."""
 
+    batch_state = ("predicted", "labels")
+
     def __init__(self, task: FaceptorTask):
         super().__init__(task)
         self.predicted, self.labels = [], []
@@ -243,6 +275,8 @@ class ClassificationMetric(TaskMetric):
 
 class RegressionMetric(TaskMetric):
     """``mae`` over every value and ``mae_<label>`` per output. Records: ``values``."""
+
+    batch_state = ("predicted", "values")
 
     def __init__(self, task: FaceptorTask):
         super().__init__(task)
@@ -270,6 +304,7 @@ class VerificationMetric(TaskMetric):
     image_columns = ("image_a", "image_b")
     flip_sum = True
     options = ("folds",)
+    batch_state = ("embeddings", "same", "fold_ids")
 
     def __init__(self, task: FaceptorTask, folds: int = 10):
         super().__init__(task)
