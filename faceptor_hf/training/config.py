@@ -93,6 +93,9 @@ class RunSpec:
     sync_batchnorm: bool = False
     save_steps: int | None = None
     save_total_limit: int | None = 3
+    # Several machines without a shared filesystem: each machine's first process writes that machine's part of
+    # every checkpoint to its own disk (``training.checkpointing``); false: one shared output_dir, as on one machine.
+    save_on_each_node: bool = False
     eval_steps: int | None = None
     eval_limit: int | None = 512
     logging_steps: int = 10

@@ -54,7 +54,12 @@ class FaceptorTrainer:
 
     def __init__(self, config: TrainingConfig):
         from accelerate import Accelerator
-        from accelerate.utils import DDPCommunicationHookType, DistributedDataParallelKwargs, set_seed
+        from accelerate.utils import (
+            DDPCommunicationHookType,
+            DistributedDataParallelKwargs,
+            ProjectConfiguration,
+            set_seed,
+        )
 
         self.config, run = config, config.run
         if run.precision == "fp16" and not torch.cuda.is_available():
@@ -75,7 +80,9 @@ class FaceptorTrainer:
         # The trainer runs autocast and the gradient scaler itself (``run.precision``): Accelerate fixes one
         # mixed precision per process, and a later run in the same process (stage 1 then stage 2, a notebook, the
         # tests) may ask for another.
-        self.accelerator = Accelerator(mixed_precision="no", log_with=log_with, project_dir=run.output_dir,
+        # save_on_each_node: accelerator.save_state then writes the weights and optimizer on every machine too.
+        project = ProjectConfiguration(project_dir=run.output_dir, save_on_each_node=run.save_on_each_node)
+        self.accelerator = Accelerator(mixed_precision="no", log_with=log_with, project_config=project,
                                        kwargs_handlers=[ddp])
         set_seed(run.seed)
         self.model, self.new_parameters = build_model(config)
@@ -233,11 +240,13 @@ class FaceptorTrainer:
         save_checkpoint(self.accelerator, run.output_dir,
                         {"step": self.step, "consumed": self.consumed, "skipped_steps": self.skipped_steps,
                          "gradient_overflow_steps": self.overflow_steps, "tasks": [t.name for t in self.tasks],
-                         "world_size": self.accelerator.num_processes}, run.save_total_limit)
+                         "world_size": self.accelerator.num_processes}, run.save_total_limit,
+                        save_on_each_node=run.save_on_each_node)
 
     def resume(self, where: str):
-        folder, state = resume_checkpoint(self.accelerator, where, self.config.run.output_dir,
-                                          [t.name for t in self.tasks])
+        run = self.config.run
+        folder, state = resume_checkpoint(self.accelerator, where, run.output_dir, [t.name for t in self.tasks],
+                                          save_on_each_node=run.save_on_each_node)
         self.step, self.consumed = state["step"], dict(state["consumed"])
         self.skipped_steps = state.get("skipped_steps", 0)
         self.overflow_steps = state.get("gradient_overflow_steps", 0)
@@ -322,8 +331,8 @@ class FaceptorTrainer:
     # ---- evaluation -----------------------------------------------------------------------------------------
     def evaluate(self) -> dict[str, float]:
         """``evaluation.evaluate`` on each task's held-out data (its ``eval_protocol``, else the task's own
-        protocol: the schema's crop and the type's default metric), the first ``run.eval_limit`` rows;
-        -> ``{"eval/<task>/<metric>": value}``."""
+        protocol: the schema's crop and the type's default metric), the first ``run.eval_limit`` rows, split over
+        the processes (every process calls this and gets the same numbers); -> ``{"eval/<task>/<metric>": value}``."""
         from ..evaluation import evaluate
 
         results = {}
@@ -333,7 +342,8 @@ class FaceptorTrainer:
             spec = self.specs[task.name]
             metrics = evaluate(self.model, self.eval_rows[task.name], spec.eval_protocol or task.name, task=task.name,
                                processor=self.processor, batch_size=max(1, spec.batch_size),
-                               limit=self.config.run.eval_limit or None, keep_predictions=False)
+                               limit=self.config.run.eval_limit or None, keep_predictions=False,
+                               distributed=self.accelerator.num_processes > 1)
             results.update({f"eval/{task.name}/{key}": float(value) for key, value in metrics.items()
                             if isinstance(value, (int, float)) and not isinstance(value, bool)})
         return results
@@ -373,7 +383,7 @@ class FaceptorTrainer:
                     accelerator.log(logs, step=self.step)
                 bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in logs.items() if k.startswith("loss/")})
                 window, window_start, window_samples = {}, time.perf_counter(), 0
-            if run.eval_steps and self.step % run.eval_steps == 0 and accelerator.is_main_process:
+            if run.eval_steps and self.step % run.eval_steps == 0:
                 metrics = self.evaluate()
                 if metrics and run.report_to != "none":
                     accelerator.log(metrics, step=self.step)
