@@ -126,7 +126,8 @@ def test_nodes_agree_on_the_checkpoint_or_name_the_node_that_lacks_it(tmp_path, 
         checkpointing.agree_on_each_node(_OneProcess(), "latest", str(mine))
     other["view"] = (1, "/disk1/run/checkpoint-6", False)
     named = str(mine / "checkpoint-6")
-    with pytest.raises(TrainingError, match="node 1 at /disk1/run/checkpoint-6 has no complete part of it"):
+    with pytest.raises(TrainingError, match=r"has no complete part \(with trainer_state.json\) on "
+                                            r"node 1 \(/disk1/run/checkpoint-6\); resume from"):
         checkpointing.agree_on_each_node(_OneProcess(), named, str(mine))
     other["view"] = (1, "/disk1/run/checkpoint-6", True)
     assert checkpointing.agree_on_each_node(_OneProcess(), named, str(mine)) == named

@@ -93,10 +93,10 @@ def agree_on_each_node(accelerator, where: str, output_dir: str) -> str:
             raise TrainingError(f"--resume-from-checkpoint latest: no checkpoint-<step> is complete on every node "
                                 f"({held})")
         return os.path.join(output_dir, f"checkpoint-{max(common)}")
-    missing = [f"node {node} at {folder}" for node, (folder, complete) in nodes.items() if not complete]
+    missing = [f"node {node} ({folder})" for node, (folder, complete) in nodes.items() if not complete]
     if missing:
-        raise TrainingError(f"checkpoint {where!r}: {', '.join(missing)} has no complete part of it (no "
-                            f"{STATE_FILE}); resume from a step every node holds, e.g. latest")
+        raise TrainingError(f"checkpoint {where!r} has no complete part (with {STATE_FILE}) on {', '.join(missing)}; "
+                            "resume from a step every node holds, e.g. latest")
     return where
 
 
