@@ -142,13 +142,20 @@ def test_a_streamed_run_killed_after_a_checkpoint_resumes_bit_identically(data, 
     end_b = json.loads((tmp_path / "b" / "checkpoint-4" / "trainer_state.json").read_text())
     assert end_a["streams"] == end_b["streams"] and end_a["consumed"] == end_b["consumed"]
     assert end_a["streams"]["affect_rafdb"][0]["epoch"] == 1
+    changed = config(tmp_path / "b")
+    changed["tasks"]["recog_ms1mv3"]["shuffle_buffer_size"] = 6
+    with pytest.raises(TaskDataError, match=r"^tasks\.recog_ms1mv3\.shuffle_buffer_size is 6, the checkpoint's "
+                                            r"stream was read in windows of 5 rows"):
+        FaceptorTrainer(parse_config(changed)).train(resume_from=str(tmp_path / "b" / "checkpoint-2"))
 
 
 def test_a_checkpoint_without_stream_state_is_refused(data, tmp_path):
-    config = run_config(data, tmp_path / "map", max_steps=2, save_steps=2)
-    FaceptorTrainer(parse_config(config)).train()
+    config = run_config(data, tmp_path / "map", max_steps=1, save_steps=1, warmup_steps=0)
     streamed = streaming_config(data, tmp_path / "map", max_steps=4)
-    with pytest.raises(TrainingError, match=r"no stream state for streamed task\(s\) \['recog_ms1mv3', "):
+    for settings in (config, streamed):
+        settings["tasks"] = {"recog_ms1mv3": settings["tasks"]["recog_ms1mv3"]}
+    FaceptorTrainer(parse_config(config)).train()
+    with pytest.raises(TrainingError, match=r"no stream state for streamed task\(s\) \['recog_ms1mv3'\]"):
         FaceptorTrainer(parse_config(streamed)).resume("latest")
 
 
@@ -189,6 +196,26 @@ def test_streaming_mistakes_are_one_error_line(data, tmp_path, capsys, change, f
     lines = _error_lines(captured.err)
     assert code == 2 and len(lines) == 1 and "Traceback" not in captured.err, captured.err[-2000:]
     assert all(fragment in lines[0] for fragment in fragments), lines[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_too_few_shards_for_shard_splitting_stop_every_process_before_step_one(data, tmp_path, capsys, monkeypatch):
+    """What each of 4 processes meets with 3 expression shards and ``stream_split: shards`` (the process count is
+    what Accelerate reports; the check runs while the datasets open, before the model is prepared)."""
+    from accelerate import Accelerator
+
+    from faceptor_hf.commands import main as cli
+
+    config = streaming_config(data, tmp_path / "out")
+    config["tasks"]["affect_rafdb"]["stream_split"] = "shards"
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    monkeypatch.setattr(Accelerator, "num_processes", property(lambda self: 4))
+    assert cli(["train", str(path)]) == 2
+    lines = _error_lines(capsys.readouterr().err)
+    assert lines == ["error: tasks.affect_rafdb.stream_split: shards needs at least one shard per process; the "
+                     "dataset has 3 shard(s) for 4 processes (write more shards, e.g. prepare-data --shard-size, "
+                     "or use stream_split: examples)"], lines
     assert not (tmp_path / "out").exists()
 
 
@@ -233,8 +260,9 @@ def test_prepare_data_writes_shards_of_the_given_size_that_stream(tmp_path, monk
 @pytest.mark.slow
 def test_two_processes_resume_a_streamed_run_bit_identically(data, tmp_path):
     """Uninterrupted: 4 steps, checkpoints at 2 and 4. Resumed: a fresh launch from a copy of checkpoint-2. Both
-    with the default DataLoader workers; identities split by shard, expressions and landmarks by example."""
+    with the default DataLoader workers; identities split by shard (4 shards), expressions by example (3)."""
     config = streaming_config(data, tmp_path / "a", max_steps=4, save_steps=2, num_workers=2)
+    del config["tasks"]["align_tiny"]
     for task in config["tasks"].values():
         task["batch_size"] = 2
     path = tmp_path / "a.yaml"
@@ -251,7 +279,9 @@ def test_two_processes_resume_a_streamed_run_bit_identically(data, tmp_path):
     assert_same_weights(tmp_path / "a", tmp_path / "b")
     states = json.loads((tmp_path / "a" / "checkpoint-4" / "trainer_state.json").read_text())["streams"]
     again = json.loads((tmp_path / "b" / "checkpoint-4" / "trainer_state.json").read_text())["streams"]
-    assert states == again and len(states["recog_ms1mv3"]) == 2
-    assert states["recog_ms1mv3"][0] != states["recog_ms1mv3"][1]  # each process its own part of the stream
+    # each process read its half (6 of the 12 rows) per epoch: 8 samples in, 2 into the second epoch
+    after_eight = {"epoch": 1, "window": 0, "source": None, "offset": 2}
+    assert states == again == {"recog_ms1mv3": [{**after_eight, "buffer_size": 5}] * 2,
+                               "affect_rafdb": [{**after_eight, "buffer_size": 8}] * 2}
     summary = json.loads((tmp_path / "b" / "training_summary.json").read_text())
     assert summary["weights_checksum_per_process"][0] == summary["weights_checksum_per_process"][1]

@@ -74,6 +74,10 @@ class ShuffledStream:
                  strategy: str = "shards", state: dict | None = None):
         self.dataset, self.task_name, self.seed, self.buffer_size = dataset, task_name, seed, buffer_size
         self.rank, self.world_size, self.strategy = rank, world_size, strategy
+        if state and state.get("buffer_size", buffer_size) != buffer_size:
+            raise TaskDataError(f"tasks.{task_name}.shuffle_buffer_size is {buffer_size}, the checkpoint's stream "
+                                f"was read in windows of {state['buffer_size']} rows; resume with "
+                                f"shuffle_buffer_size: {state['buffer_size']} to continue exactly")
         self.state = dict(state) if state else {"epoch": 0, "window": 0, "source": None, "offset": 0}
 
     def _part(self, epoch: int, source: dict | None):
@@ -105,6 +109,7 @@ class ShuffledStream:
                         state = {"epoch": epoch, "window": window, "source": source, "offset": position + 1}
                     else:
                         state = {"epoch": epoch, "window": window + 1, "source": after, "offset": 0}
+                    state["buffer_size"] = self.buffer_size
                     yield block[order[position]], state
                 window, source, offset = window + 1, after, 0
             if not read_any:
