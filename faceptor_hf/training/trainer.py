@@ -9,9 +9,9 @@ does, sum of w * L over sum of w, in fp32 whatever the autocast precision).
 Where the rest lives: the model, optimizer, schedule and precision in ``model_setup``; checkpoint save, rotation and
 resume in ``checkpointing``; the per-task batches in ``task_batches``; periodic evaluation is
 ``evaluation.evaluate``. State that makes a resume exact: the training model, optimizer, scheduler, gradient scaler
-and RNG states (``accelerator.save_state``), the number of samples each task's stream has handed out, and the step;
-every sample's augmentation is seeded by its stream position, so a resumed run sees exactly the batches an
-uninterrupted one would.
+and RNG states (``accelerator.save_state``), the number of samples each task's stream has handed out, each process's
+position in the stream of a ``streaming`` task (``training.streaming``), and the step; every sample's augmentation
+is seeded by its stream position, so a resumed run sees exactly the batches an uninterrupted one would.
 """
 
 from __future__ import annotations
