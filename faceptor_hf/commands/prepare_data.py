@@ -37,6 +37,10 @@ def register(subparsers) -> None:
                         help="split(s) to convert; when not given, every split of the dataset")
     parser.add_argument("--format", default="arrow", choices=["arrow", "parquet"],
                         help="arrow: a save_to_disk folder (datasets.load_from_disk); parquet: data-*.parquet shards")
+    parser.add_argument("--shard-size", type=int, default=None, metavar="N",
+                        help="rows per shard (parquet: files of N rows, the last one smaller; arrow: ceil(rows / N) "
+                             "files); shards stream well and split over processes (see docs/training.md, Streaming). "
+                             "Default: parquet files of about 500 MB, arrow as datasets saves it")
     parser.add_argument("--skip-bad", action="store_true",
                         help="skip samples with problems and print how many and which, instead of stopping")
     parser.add_argument("--no-verify-images", action="store_true",
@@ -80,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError("give --data-dir, the folder of the native release (see --layout for what it holds)")
     if args.output is None and args.push_to_hub is None:
         raise CommandError("give --output FOLDER and/or --push-to-hub REPO")
+    if args.shard_size is not None and args.shard_size < 1:
+        raise CommandError(f"--shard-size must be at least 1 row, got {args.shard_size}")
     splits = list(dict.fromkeys(args.split or spec.splits))
     unknown = [split for split in splits if split not in spec.splits]
     if unknown:
@@ -108,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
         print(report.summary(), file=sys.stderr)
 
     if output:
-        write(converted, output, args.format, args.num_proc, single=args.split is not None and len(splits) == 1)
+        write(converted, output, args.format, args.num_proc, single=args.split is not None and len(splits) == 1,
+              shard_size=args.shard_size)
         print(f"wrote {', '.join(f'{split} ({len(data)})' for split, data in converted.items())} to {output} "
               f"({args.format})")
     if args.push_to_hub:
@@ -119,19 +126,21 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def write(converted: dict, output: str, file_format: str, num_proc: int | None, single: bool) -> str:
+def write(converted: dict, output: str, file_format: str, num_proc: int | None, single: bool,
+          shard_size: int | None = None) -> str:
     """One split -> ``output`` is that split; several -> ``output/<split>`` each (plus ``dataset_dict.json`` for
-    arrow, so ``load_from_disk`` returns the whole dictionary). All under ``<output>.partial`` until complete."""
+    arrow, so ``load_from_disk`` returns the whole dictionary), in shards of ``shard_size`` rows when given. All
+    under ``<output>.partial`` until complete."""
     from ..data import save_prepared
 
     if single:
         (dataset,) = converted.values()
-        return save_prepared(dataset, output, file_format, overwrite=True, num_proc=num_proc)
+        return save_prepared(dataset, output, file_format, overwrite=True, num_proc=num_proc, shard_size=shard_size)
     partial = output + ".partial"
     shutil.rmtree(partial, ignore_errors=True)
     os.makedirs(partial)
     for split, dataset in converted.items():
-        save_prepared(dataset, os.path.join(partial, split), file_format, num_proc=num_proc)
+        save_prepared(dataset, os.path.join(partial, split), file_format, num_proc=num_proc, shard_size=shard_size)
     if file_format == "arrow":
         with open(os.path.join(partial, "dataset_dict.json"), "w", encoding="utf-8") as handle:
             json.dump({"splits": list(converted)}, handle)

@@ -2,10 +2,10 @@
 
 ``<output_dir>/checkpoint-<step>/`` holds what ``accelerator.save_state`` writes (training model, optimizer, the
 objects registered with ``accelerator.register_for_checkpointing``: scheduler and gradient scaler, RNG states per
-process) plus ``trainer_state.json``: the step, the samples each task's stream has handed out, the skipped and
-overflowed step counts, the task list and the process count. That file is read before any weight is loaded (a
-resume with other tasks or another process count is refused) and written last, so a folder without it — a run
-killed mid-save — is never resumed from.
+process) plus ``trainer_state.json``: the step, the samples each task's stream has handed out, the stream state of
+each process for ``streaming`` tasks, the skipped and overflowed step counts, the task list and the process count.
+That file is read before any weight is loaded (a resume with other tasks or another process count is refused) and
+written last, so a folder without it — a run killed mid-save — is never resumed from.
 
 Several machines without a shared filesystem (``run.save_on_each_node``): every machine (node) holds its own part of
 ``checkpoint-<step>`` on its own disk — the weights, optimizer and schedule (Accelerate's ``save_on_each_node``) and

@@ -25,6 +25,7 @@ from ..configuration_faceptor import PRESET_NAMES
 # all-reduced in fp16 between processes. "fp16" / "bf16" are autocast mixed precision.
 PRECISIONS = ("no", "fp16_grads", "bf16", "fp16")
 SAMPLING = ("lockstep", "probability")
+STREAM_SPLITS = ("auto", "shards", "examples")  # datasets.distributed.split_dataset_by_node's strategies
 # Fields of a model task (FaceptorTask / make_task) that a task entry may carry.
 TASK_FIELDS = ("type", "labels", "num_queries", "readout", "model_input", "embedding_size", "flip_pairs")
 
@@ -51,7 +52,12 @@ class TaskSpec:
         eval_protocol: a native dataset name whose evaluation protocol applies (e.g. ``300w``).
         zoom, dense_face_scale: crop rule of ``data.geometry.row_matrix`` (box crops: 0.8 for 300W/WFLW/COFW).
         warp_factor: FaRL's tanh-warp on top of the crop (LaPa: 0.8), for image and labels alike.
-        num_identities: size of the CosFace classifier of a recognition task (default: 1 + the largest id).
+        num_identities: size of the CosFace classifier of a recognition task (default: 1 + the largest id; required
+            with ``streaming``, a stream cannot be scanned for it).
+        streaming: read ``dataset`` as a stream (``training.streaming``) instead of opening it whole.
+        shuffle_buffer_size: with ``streaming``, rows per shuffle window of each process.
+        stream_split: with ``streaming``, how processes share the stream: ``auto`` (by shard when the shard count is
+            a multiple of the process count, else by example), ``shards`` or ``examples``.
         task_fields: model task fields (type, labels, ...) for a task the model lacks.
     """
 
@@ -68,6 +74,9 @@ class TaskSpec:
     dense_face_scale: float = 1.0
     warp_factor: float = 0.0
     num_identities: int | None = None
+    streaming: bool = False
+    shuffle_buffer_size: int = 1000
+    stream_split: str = "auto"
     task_fields: dict = field(default_factory=dict)
 
 
@@ -236,6 +245,10 @@ def _parse(data: dict, source: str | None) -> TrainingConfig:
             (spec.zoom > 0 and spec.dense_face_scale > 0, "zoom and dense_face_scale must be positive"),
             (0 <= spec.warp_factor < 1, "warp_factor must lie in [0, 1)"),
             (spec.num_identities is None or spec.num_identities >= 1, "num_identities must be at least 1"),
+            (spec.shuffle_buffer_size >= 1, "shuffle_buffer_size must be at least 1"),
+            (spec.stream_split in STREAM_SPLITS, f"stream_split must be one of {', '.join(STREAM_SPLITS)}"),
+            (spec.streaming or not {"shuffle_buffer_size", "stream_split"} & set(entry),
+             "shuffle_buffer_size and stream_split apply only with streaming: true"),
         ]
         for ok, message in task_checks:
             if not ok:

@@ -9,9 +9,9 @@ does, sum of w * L over sum of w, in fp32 whatever the autocast precision).
 Where the rest lives: the model, optimizer, schedule and precision in ``model_setup``; checkpoint save, rotation and
 resume in ``checkpointing``; the per-task batches in ``task_batches``; periodic evaluation is
 ``evaluation.evaluate``. State that makes a resume exact: the training model, optimizer, scheduler, gradient scaler
-and RNG states (``accelerator.save_state``), the number of samples each task's stream has handed out, and the step;
-every sample's augmentation is seeded by its stream position, so a resumed run sees exactly the batches an
-uninterrupted one would.
+and RNG states (``accelerator.save_state``), the number of samples each task's stream has handed out, each process's
+position in the stream of a ``streaming`` task (``training.streaming``), and the step; every sample's augmentation
+is seeded by its stream position, so a resumed run sees exactly the batches an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from ..image_processing_faceptor import FaceptorImageProcessor
 from ..task_types import get_task_type
 from .checkpointing import resume_checkpoint, save_checkpoint
 from .config import TrainingConfig, TrainingConfigError
-from .datasets import TaskDataError, open_dataset
+from .datasets import TaskDataError, open_dataset, open_stream
 from .errors import TrainingError
 from .model_setup import AUTOCAST_DTYPES, build_model, build_optimizer, gradient_scaler
 from .modeling_training import FaceptorForMultiTaskTraining
@@ -105,24 +105,29 @@ class FaceptorTrainer:
         if self.scaler is not None:
             self.accelerator.register_for_checkpointing(self.scaler)
         self.step, self.consumed, self.skipped_steps, self.overflow_steps = 0, {t.name: 0 for t in self.tasks}, 0, 0
+        self.stream_states: dict[str, dict | None] = {}  # streamed tasks: this process's stream state
 
     # ---- setup ----------------------------------------------------------------------------------------------
     def _open_datasets(self):
         from .examples import TaskExampleBuilder
 
-        self.rows, self.builders, self.num_identities = {}, {}, {}
+        self.rows, self.builders, self.num_identities, self.stream_splits = {}, {}, {}, {}
         for task in self.tasks:
             spec = self.specs[task.name]
-            rows = open_dataset(task.name, spec.dataset, spec.split)
-            if len(rows) == 0:
-                raise TaskDataError(f"task {task.name!r}: dataset {spec.dataset!r} split {spec.split!r} is empty")
+            if spec.streaming:
+                rows, first_rows = self._open_stream(task, spec)
+            else:
+                rows = open_dataset(task.name, spec.dataset, spec.split)
+                if len(rows) == 0:
+                    raise TaskDataError(f"task {task.name!r}: dataset {spec.dataset!r} split {spec.split!r} is empty")
+                first_rows = [rows[index] for index in range(min(len(rows), 4))]
             where = f"dataset {spec.dataset!r} split {spec.split!r}"
             try:
                 check_columns(rows, task, where)
             except KeyError as error:
                 raise TaskDataError(str(error).strip(chr(34))) from error
             column = get_task_type(task).label_column
-            low, high = integer_range(rows, column)
+            low, high = (None, None) if spec.streaming else integer_range(rows, column)
             if task.readout == "embedding":
                 self.num_identities[task.name] = spec.num_identities or (high + 1 if high is not None else 1)
             limit = self.num_identities.get(task.name) or (len(task.labels) if column in ("expression", "label")
@@ -138,9 +143,28 @@ class FaceptorTrainer:
             except ValueError as error:
                 raise TrainingConfigError(f"tasks.{task.name}: {error}") from error
             # Label problems (counts, ranges, columns) surface now, not hours into the run.
-            for index in range(min(len(rows), 4)):
-                builder(rows[index], np.random.default_rng(index), index=index)
+            for index, row in enumerate(first_rows):
+                builder(row, np.random.default_rng(index), index=index)
             self.rows[task.name], self.builders[task.name] = rows, builder
+
+    def _open_stream(self, task, spec):
+        """(the task's ``IterableDataset``, its first rows); checks the stream can be split over the processes and
+        that a recognition task names its identity count (a stream cannot be scanned for the largest id)."""
+        from .streaming import describe_split, split_strategy
+
+        if task.readout == "embedding" and spec.num_identities is None:
+            raise TrainingConfigError(f"tasks.{task.name}.num_identities must be given with streaming: true (a "
+                                      "stream cannot be scanned for the largest identity)")
+        stream = open_stream(task.name, spec.dataset, spec.split)
+        processes = self.accelerator.num_processes
+        strategy = split_strategy(task.name, stream.num_shards, processes, spec.stream_split)
+        self.stream_splits[task.name] = (strategy, describe_split(strategy, stream.num_shards, processes))
+        first_rows = list(stream.take(4))
+        if not first_rows:
+            raise TaskDataError(f"task {task.name!r}: dataset {spec.dataset!r} split {spec.split!r} is empty")
+        if stream.column_names is None:  # a Hub stream without declared features: the first row tells
+            stream = stream.select_columns(list(first_rows[0]))
+        return stream, first_rows
 
     def _check_evaluation_data(self):
         """Open every task's held-out data and check its protocol and the columns its metric reads now, on every
@@ -188,6 +212,15 @@ class FaceptorTrainer:
 
     def _loader(self, task_index: int, task) -> torch.utils.data.DataLoader:
         spec, run, state = self.specs[task.name], self.config.run, self.accelerator.state
+        if spec.streaming:
+            from .streaming import stream_loader
+
+            return stream_loader(self.rows[task.name], self.builders[task.name], task_name=task.name,
+                                 task_index=task_index, batch_size=spec.batch_size, seed=run.seed,
+                                 rank=state.process_index, world_size=state.num_processes,
+                                 strategy=self.stream_splits[task.name][0], buffer_size=spec.shuffle_buffer_size,
+                                 start=self.consumed[task.name], state=self.stream_states.get(task.name),
+                                 num_workers=run.num_workers)
         return task_loader(self.rows[task.name], self.builders[task.name], task_index=task_index,
                            batch_size=spec.batch_size, seed=run.seed, rank=state.process_index,
                            world_size=state.num_processes, start=self.consumed[task.name],
@@ -203,8 +236,12 @@ class FaceptorTrainer:
         for task in self.tasks:
             spec = self.specs[task.name]
             entry = {"name": task.name, "type": task.type, "input": task.model_input, "dataset": spec.dataset,
-                     "split": spec.split, "rows": len(self.rows[task.name]), "batch_size": spec.batch_size,
-                     "loss_weight": self.weights[task.name]}
+                     "split": spec.split, "rows": None if spec.streaming else len(self.rows[task.name]),
+                     "batch_size": spec.batch_size, "loss_weight": self.weights[task.name]}
+            if spec.streaming:
+                entry["streaming"] = {"shards": self.rows[task.name].num_shards,
+                                      "split": self.stream_splits[task.name][1],
+                                      "shuffle_buffer_size": spec.shuffle_buffer_size}
             if task.name in self.num_identities:
                 entry["identities"] = self.num_identities[task.name]
             if task.name in self.eval_rows:
@@ -237,10 +274,15 @@ class FaceptorTrainer:
     # ---- checkpoints ----------------------------------------------------------------------------------------
     def save_checkpoint(self):
         run = self.config.run
-        save_checkpoint(self.accelerator, run.output_dir,
-                        {"step": self.step, "consumed": self.consumed, "skipped_steps": self.skipped_steps,
-                         "gradient_overflow_steps": self.overflow_steps, "tasks": [t.name for t in self.tasks],
-                         "world_size": self.accelerator.num_processes}, run.save_total_limit,
+        state = {"step": self.step, "consumed": self.consumed, "skipped_steps": self.skipped_steps,
+                 "gradient_overflow_steps": self.overflow_steps, "tasks": [t.name for t in self.tasks],
+                 "world_size": self.accelerator.num_processes}
+        if self.stream_splits:
+            from .streaming import gather_stream_states
+
+            state["streams"] = gather_stream_states(self.accelerator, {name: self.stream_states.get(name)
+                                                                       for name in self.stream_splits})
+        save_checkpoint(self.accelerator, run.output_dir, state, run.save_total_limit,
                         save_on_each_node=run.save_on_each_node)
 
     def resume(self, where: str):
@@ -250,6 +292,12 @@ class FaceptorTrainer:
         self.step, self.consumed = state["step"], dict(state["consumed"])
         self.skipped_steps = state.get("skipped_steps", 0)
         self.overflow_steps = state.get("gradient_overflow_steps", 0)
+        missing = [name for name in self.stream_splits if name not in state.get("streams", {})]
+        if missing:
+            raise TrainingError(f"checkpoint {folder!r} holds no stream state for streamed task(s) {missing} (it "
+                                "was written by a run that did not stream them); resume with the same streaming")
+        rank = self.accelerator.process_index
+        self.stream_states = {name: states[rank] for name, states in state.get("streams", {}).items()}
         self.accelerator.print(f"resumed from {folder} at step {self.step}")
 
     # ---- one step -------------------------------------------------------------------------------------------
@@ -262,6 +310,8 @@ class FaceptorTrainer:
         for name in names:
             example = next(iterators[name])
             self.consumed[name] += self.specs[name].batch_size
+            if "stream_state" in example:  # where this process's stream continues after this batch
+                self.stream_states[name] = example.pop("stream_state")
             parts = pixels.setdefault(self.model.config.get_task(name).model_input, [])
             start = sum(part.shape[0] for part in parts)
             parts.append(example["pixel_values"])
