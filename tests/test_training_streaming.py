@@ -14,7 +14,6 @@ import pytest
 import torch
 import yaml
 from datasets import Dataset, load_from_disk
-from test_training import _error_lines, run_config, write_datasets
 from transformers import AutoModel
 
 from faceptor_hf.training.config import TrainingConfigError, parse_config
@@ -23,6 +22,7 @@ from faceptor_hf.training.streaming import ShuffledStream, describe_split, split
 from faceptor_hf.training.trainer import FaceptorTrainer, TrainingError
 
 from conftest import accelerate_launch
+from test_training import _error_lines, run_config, write_datasets
 
 
 def write_shards(dataset, folder, rows_per_shard):
