@@ -19,6 +19,7 @@ __version__ = "0.2.0"
 from .analysis import analyze_inputs  # noqa: E402 - package-only; imports no optional extra
 from .onnx.configuration import FaceptorOnnxConfig  # noqa: E402 - after __version__, which the export records
 from .onnx.runtime import FaceptorOnnxModel  # noqa: E402
+from .results_dataset import load_results  # noqa: E402 - package-only; imports datasets only when called
 
 AutoConfig.register("faceptor", FaceptorConfig, exist_ok=True)
 AutoModel.register(FaceptorConfig, FaceptorModel, exist_ok=True)
@@ -58,6 +59,7 @@ __all__ = [
     "analyze_inputs",
     "get_task_type",
     "heatmap_centroids",
+    "load_results",
     "make_task",
     "register_task_type",
 ]

@@ -17,6 +17,11 @@ Every record carries ``run_key`` (a hash of the model and of the options that ch
 an earlier record has the same input name, ``input_key`` and ``run_key`` and no ``error``; everything else is
 analyzed again and appended, so the last record of an input is the current one.
 
+``output_format="parquet"`` also writes the results as a dataset, one row per face (``faceptor_hf.results_dataset``):
+at the end of the run each process turns the current records of its inputs in its JSONL into its Parquet shard
+``data/train-<rank>-of-<world>.parquet``, and the first process writes the dataset card ``README.md`` once every
+shard is there. The JSONL stays the resume log, so a killed or repeated run resumes exactly as without Parquet.
+
 Several processes (``accelerate launch`` / ``torchrun``) split the inputs: files by taking every world-th path, a
 saved dataset (``Dataset``) and a streamed one (``IterableDataset``) with ``datasets.distributed.split_dataset_by_node``
 (contiguous blocks of rows, and every world-th row of the stream). Each process names every input the same way,
@@ -53,6 +58,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".g
 UNTRAINED_NOTE = ("UNTRAINED: --random-weights was used; every prediction below is meaningless and only exercises "
                   "the pipeline")
 MASK_FORMATS = ("png", "rle")
+OUTPUT_FORMATS = ("jsonl", "parquet")
 
 
 class AnalysisInputError(ValueError):
@@ -353,7 +359,8 @@ class AnalysisSummary:
     """What one ``analyze_inputs`` call did: images ``written`` (records appended, failures included), ``faces``
     found, inputs ``failed`` and ``skipped`` (done by an earlier run), ``rows`` (input name, face count or
     "FAILED", error) per analyzed input, ``earlier_records`` and ``other_runs`` of the JSONL when it started, its
-    path ``jsonl``, ``seconds`` taken and whether the model was ``untrained``."""
+    path ``jsonl``, ``seconds`` taken and whether the model was ``untrained``; with Parquet output this process's
+    ``shard`` and, on the first process, the dataset ``card``."""
 
     jsonl: str
     written: int = 0
@@ -365,6 +372,8 @@ class AnalysisSummary:
     other_runs: int = 0
     seconds: float = 0.0
     untrained: bool = False
+    shard: str | None = None
+    card: str | None = None
 
 
 def is_untrained(model) -> bool:
@@ -397,8 +406,8 @@ def analyze_inputs(pipe, inputs, output_dir: str | os.PathLike = "outputs", *, t
                    overlay: bool = True, min_face_size: float = 0.0, max_faces: int | None = None,
                    score_threshold: float | None = None, flip_recognition: bool = False, batch_size: int = 32,
                    chunk_size: int = 16, num_workers: int = 4, model_identity: dict | None = None,
-                   rank: int | None = None, world_size: int | None = None,
-                   progress: bool | None = None) -> AnalysisSummary:
+                   rank: int | None = None, world_size: int | None = None, progress: bool | None = None,
+                   output_format: str = "jsonl") -> AnalysisSummary:
     """Analyze ``inputs`` with the face-analysis ``pipe`` and write the results to ``output_dir``.
 
     ``inputs``: image paths, folders and glob patterns (a list of them or ``ImageFiles``), a ``datasets.Dataset``
@@ -411,6 +420,8 @@ def analyze_inputs(pipe, inputs, output_dir: str | os.PathLike = "outputs", *, t
     ``model_identity`` (JSON-serializable) names the weights in ``run_key``; by default ``describe_model``.
     ``rank`` / ``world_size``: this process's share, by default from ``accelerate launch`` / ``torchrun``.
     ``progress``: show a progress bar (default: when stderr is a terminal).
+    ``output_format="parquet"``: also the per-face dataset (module docstring; ``load_results`` reads it). Its masks
+    are PNGs in the table; without files (``write_files=False``) the JSONL then carries them run-length encoded.
 
     Failed inputs get a record with ``error`` and are logged (logger ``faceptor_hf.analysis``). Ctrl-C raises
     ``AnalysisInterrupted`` after the last complete record.
@@ -419,6 +430,8 @@ def analyze_inputs(pipe, inputs, output_dir: str | os.PathLike = "outputs", *, t
 
     if mask_format not in MASK_FORMATS:
         raise ValueError(f"mask_format must be one of {MASK_FORMATS}, got {mask_format!r}")
+    if output_format not in OUTPUT_FORMATS:
+        raise ValueError(f"output_format must be one of {OUTPUT_FORMATS}, got {output_format!r}")
     if rank is None or world_size is None:
         rank, world_size, _ = distributed_shard()
     if isinstance(inputs, (datasets.Dataset, datasets.IterableDataset)):
@@ -430,10 +443,16 @@ def analyze_inputs(pipe, inputs, output_dir: str | os.PathLike = "outputs", *, t
     tasks = select_tasks(model.config, tasks)
     untrained = is_untrained(model)
     output_dir = str(output_dir)
+    if output_format == "parquet" and not write_files and mask_format == "png":
+        from .results_dataset import has_mask_column
+
+        if has_mask_column([model.config.get_task(name) for name in tasks]):
+            mask_format = "rle"  # no PNG files: the table's masks come from the records themselves
     options = {"tasks": sorted(tasks), "dtype": str(model.dtype).replace("torch.", ""),
                "min_face_size": min_face_size, "max_faces": max_faces, "score_threshold": score_threshold,
                "flip_recognition": flip_recognition, "mask_format": mask_format, "files": write_files}
-    run_key = short_hash([describe_model(model) if model_identity is None else model_identity, options])
+    identity = describe_model(model) if model_identity is None else model_identity
+    run_key = short_hash([identity, options])
     shard = inputs.shard(rank, world_size)
     os.makedirs(output_dir, exist_ok=True)
 
@@ -452,12 +471,14 @@ def analyze_inputs(pipe, inputs, output_dir: str | os.PathLike = "outputs", *, t
                             "on_error": "return", "flip_recognition": flip_recognition}, num_workers, summary)
     started = time.perf_counter()
     show = progress if progress is not None else sys.stderr.isatty()
+    names = []  # this process's inputs in order: the rows of its Parquet shard
     with open_jsonl(jsonl) as handle:
         try:
             pending = []
             with tqdm(total=shard.total, desc="analyze", unit="img", disable=not show) as bar:
                 for item in shard.items:
                     name, _, input_key, _ = item
+                    names.append(name)
                     if state.is_done(name, input_key):
                         summary.skipped += 1
                         bar.update(1)
@@ -474,8 +495,32 @@ def analyze_inputs(pipe, inputs, output_dir: str | os.PathLike = "outputs", *, t
             handle.flush()
             summary.seconds = time.perf_counter() - started
             raise AnalysisInterrupted(summary) from interrupt
+    if output_format == "parquet":
+        write_results_dataset(summary, output_dir, names, run_key, [model.config.get_task(name) for name in tasks],
+                              identity, options, rank, world_size)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def wait_for_other_processes(world_size: int) -> None:
+    """A barrier across the processes of a launch (none without a process group, e.g. a caller's own rank)."""
+    if world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+def write_results_dataset(summary: AnalysisSummary, output_dir: str, names: list[str], run_key: str, tasks: list,
+                          identity, options: dict, rank: int, world_size: int) -> None:
+    """This process's Parquet shard from its JSONL; then, once every process has written its own, the first one
+    removes shards of runs with another number of processes and writes the dataset card."""
+    from .results_dataset import remove_other_shards, write_card, write_shard
+
+    summary.shard, _ = write_shard(summary.jsonl, names, run_key, tasks, output_dir, rank, world_size)
+    wait_for_other_processes(world_size)
+    if rank == 0:
+        for path in remove_other_shards(output_dir, world_size):
+            logger.warning(f"removed {path}: a shard of a run with another number of processes")
+        summary.card = write_card(output_dir, tasks, identity, options, summary.untrained)
+    wait_for_other_processes(world_size)
 
 
 class _RecordWriter:
@@ -540,6 +585,7 @@ class _RecordWriter:
 
 
 __all__ = [
+    "OUTPUT_FORMATS",
     "AnalysisInputError",
     "AnalysisInterrupted",
     "AnalysisSummary",

@@ -21,7 +21,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput, logging
 
 from .configuration_faceptor import FaceptorConfig
-from .task_decoding import heatmap_centroids
+from .task_decoding import heatmap_centroids, normalized_embedding
 from .task_types import FaceptorTask, get_task_type
 
 logger = logging.get_logger(__name__)
@@ -34,6 +34,16 @@ class FaceptorOutput(ModelOutput):
     Args:
         loss: reserved for training wrappers; ``None`` at inference. (A non-dict first field keeps ``ModelOutput``
             from unpacking ``task_logits`` into top-level keys.)
+        last_hidden_state: (B, 1 + S*S, D) encoder tokens of ``pixel_values`` after the last block, class token
+            first (no final norm: the heads read the blocks' outputs as they are). Set whenever the encoder ran
+            through its last block for that input, which it does for every preset (the recognition and decoder
+            levels include the last block) and for ``tasks=[]``; it is a reference to a tensor computed anyway,
+            never extra work. None without ``pixel_values``, or when every selected 112-px task reads shallower
+            blocks. Being the first field that is set, it is ``output[0]``: what transformers'
+            ``image-feature-extraction`` pipeline returns without ``pool``.
+        pooler_output: (B, embedding_size) the face-recognition embedding L2-normalised (the first recognition
+            task among the selected ones, in config order; one pass, no mirror sum), or None when no recognition
+            task ran. What the ``image-feature-extraction`` pipeline returns with ``pool=True``.
         task_logits: task name -> raw head output, exactly as the official heads produce it:
             embedding tasks (B, embedding_size) before L2 normalisation; value tasks (B, Q) logits;
             parsing (B, C, 4S, 4S) mask logits before upsampling to the crop size; landmarks (B, N, 4S, 4S)
@@ -57,6 +67,8 @@ class FaceptorOutput(ModelOutput):
     """
 
     loss: torch.FloatTensor | None = None
+    last_hidden_state: torch.FloatTensor | None = None
+    pooler_output: torch.FloatTensor | None = None
     task_logits: dict[str, torch.Tensor] | None = None
     landmarks: dict[str, torch.Tensor] | None = None
     hidden_states: tuple[torch.Tensor, ...] | None = None
@@ -245,12 +257,13 @@ class FaceptorVisionEncoder(nn.Module):
     def forward(self, pixel_values: torch.Tensor, levels, output_hidden_states: bool = False,
                 output_attentions: bool = False):
         """pixel_values (B, 3, H, W) -> ({level: patch tokens (B, Sh*Sw, D)}, (Sh, Sw), hidden states or None,
-        attention weights or None).
+        attention weights or None, last block's tokens or None).
 
         Features drop the class token and get no final norm. The encoder stops after the deepest requested level
         unless ``output_hidden_states`` or ``output_attentions`` asks for every block: then the third value is the
         tuple (embeddings after the pre-norm, block 0, ..., block L-1), each (B, 1 + Sh*Sw, D), and the fourth one
-        (B, heads, 1 + Sh*Sw, 1 + Sh*Sw) per block."""
+        (B, heads, 1 + Sh*Sw, 1 + Sh*Sw) per block. The fifth is block L-1's output (B, 1 + Sh*Sw, D), class token
+        first, when the encoder got that far, else None."""
         hidden_states, grid = self.embeddings(pixel_values)
         hidden_states = self.pre_layernorm(hidden_states)
         wanted = set(levels)
@@ -267,7 +280,8 @@ class FaceptorVisionEncoder(nn.Module):
             if all_attentions is not None:
                 all_attentions.append(weights)
         return (features, grid, tuple(all_states) if all_states is not None else None,
-                tuple(all_attentions) if all_attentions is not None else None)
+                tuple(all_attentions) if all_attentions is not None else None,
+                hidden_states if depth == len(self.layers) else None)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -762,10 +776,11 @@ class FaceptorModel(FaceptorPreTrainedModel):
                 tasks: list[str] | str | None = None, output_hidden_states: bool | None = None,
                 return_dict: bool | None = None, output_attentions: bool | None = None, **kwargs) -> FaceptorOutput:
         """Run the selected tasks (all tasks whose input is given when ``tasks`` is None; ``tasks=[]`` runs only
-        the encoder, e.g. for ``output_hidden_states``).
+        the encoder: of ``pixel_values`` for ``last_hidden_state``, of both inputs for ``output_hidden_states``).
 
         Returns [`FaceptorOutput`] with ``task_logits`` in the official raw form (see its docstring), decoded
-        ``landmarks``, and, with ``output_hidden_states`` / ``output_attentions`` (defaults from the config), the
+        ``landmarks``, ``last_hidden_state`` and ``pooler_output`` (see [`FaceptorOutput`]), and, with
+        ``output_hidden_states`` / ``output_attentions`` (defaults from the config), the
         encoder states / attention weights of each given input (and the decoder's cross-attention weights). The
         image processor's output holds only these inputs (its face geometry is apart, ``.geometry``), so
         ``model(**processor(...))`` works; any other keyword is an error.
@@ -783,17 +798,23 @@ class FaceptorModel(FaceptorPreTrainedModel):
                 self._check_pixels(name, pixels)
         selected = self._select_tasks(tasks, inputs)
         logits: dict[str, torch.Tensor] = {}
-        states, attentions, cross_attentions = {}, {}, {}
+        states, attentions, cross_attentions, last_states = {}, {}, {}, {}
         for input_name, pixels in inputs.items():
             input_tasks = [t for t in selected if t.model_input == input_name]
-            if pixels is not None and (input_tasks or output_hidden_states or output_attentions):
-                input_logits, states[input_name], attentions[input_name], cross_attentions[input_name] = \
-                    self._run_input(pixels, input_tasks, output_hidden_states, output_attentions)
+            # with no task at all (tasks=[]), the 112-px encoder still runs: its last_hidden_state is the output
+            encoder_only = not selected and input_name == "pixel_values"
+            if pixels is not None and (input_tasks or output_hidden_states or output_attentions or encoder_only):
+                (input_logits, states[input_name], attentions[input_name], cross_attentions[input_name],
+                 last_states[input_name]) = self._run_input(pixels, input_tasks, output_hidden_states,
+                                                            output_attentions)
                 logits.update(input_logits)
         ordered = {t.name: logits[t.name] for t in selected}
         landmarks = {t.name: heatmap_centroids(ordered[t.name]) for t in selected
                      if get_task_type(t).spatial == "points"}
-        output = FaceptorOutput(task_logits=ordered, landmarks=landmarks or None,
+        recognition = next((t.name for t in selected if t.readout == "embedding"), None)
+        pooled = None if recognition is None else normalized_embedding(ordered[recognition])
+        output = FaceptorOutput(last_hidden_state=last_states.get("pixel_values"), pooler_output=pooled,
+                                task_logits=ordered, landmarks=landmarks or None,
                                 hidden_states=states.get("pixel_values"),
                                 dense_hidden_states=states.get("dense_pixel_values"),
                                 attentions=attentions.get("pixel_values"),
@@ -820,7 +841,7 @@ class FaceptorModel(FaceptorPreTrainedModel):
             wrong = [task.name for task, _, _ in tasks if task.model_input != input_name]
             if wrong:
                 raise ValueError(f"tasks {wrong} do not read {input_name}")
-            features, grid, _, _ = self.encoder(pixels, self._levels_needed([task for task, _, _ in tasks]))
+            features, grid, _, _, _ = self.encoder(pixels, self._levels_needed([task for task, _, _ in tasks]))
             for task, start, stop in tasks:
                 rows = {level: tokens[start:stop] for level, tokens in features.items()}
                 if task.readout == "embedding":
@@ -847,10 +868,11 @@ class FaceptorModel(FaceptorPreTrainedModel):
 
     def _run_input(self, pixels: torch.Tensor, input_tasks: list[FaceptorTask], output_hidden_states: bool,
                    output_attentions: bool = False):
-        """-> (task outputs, encoder hidden states, encoder attentions, decoder cross-attentions); the last three
-        are None unless asked for (cross-attentions also without decoder tasks)."""
-        features, grid, states, attentions = self.encoder(pixels, self._levels_needed(input_tasks),
-                                                          output_hidden_states, output_attentions)
+        """-> (task outputs, encoder hidden states, encoder attentions, decoder cross-attentions, last block's
+        tokens); hidden states, attentions and cross-attentions are None unless asked for (cross-attentions also
+        without decoder tasks), the last block's tokens None when the encoder stopped before it."""
+        features, grid, states, attentions, last_state = self.encoder(pixels, self._levels_needed(input_tasks),
+                                                                      output_hidden_states, output_attentions)
         out, cross_attentions = {}, None
         for task in input_tasks:
             if task.readout == "embedding":
@@ -862,7 +884,7 @@ class FaceptorModel(FaceptorPreTrainedModel):
                 out.update(decoded)
             else:
                 out.update(self._run_naive(features, grid, query_tasks))
-        return out, states, attentions, cross_attentions
+        return out, states, attentions, cross_attentions, last_state
 
     def _run_decoder(self, features, grid, query_tasks: list[FaceptorTask], output_attentions: bool = False):
         """-> (task outputs, cross-attention weights per decoder layer or None)."""

@@ -4,8 +4,9 @@ A *task* (``FaceptorTask``) is one entry of the model's task list: a name, a typ
 A *task type* (``TaskType``) holds everything that differs between kinds of tasks: how the model reads it out
 (``readout``), which input it sees (``model_input``), how raw head outputs become predictions (``decode``, built
 on ``task_decoding``), how predictions become JSON (``to_json``), a one-line caption (``summarize``), how its labels
-are described on a model card, which outputs swap under a horizontal flip (``flip_permutation``), and — attached by
-the training and evaluation packages — its ``loss`` and ``metric``. No other module switches on a type name: they
+are described on a model card, its typed columns in a results table (``table_columns``), which outputs swap
+under a horizontal flip (``flip_permutation``), and — attached by the training and evaluation packages — its
+``loss`` and ``metric``. No other module switches on a type name: they
 ask the registry. Shipped with a saved model, this file imports no training code: asking a type for its ``loss``
 before ``faceptor_hf.training`` is imported is an error that says so.
 
@@ -95,6 +96,39 @@ class FaceptorTask:
         return data
 
 
+TABLE_COLUMN_KINDS = ("float32", "float32_array", "unit_vector", "string", "scores", "mask")
+
+
+@dataclass(frozen=True)
+class TableColumn:
+    """One typed column of a task's results in the per-face results table (``faceptor-hf analyze
+    --output-format parquet``, ``faceptor_hf.results_dataset``).
+
+    Attributes:
+        key: the field of the task's formatted result (``to_json``) the column holds; the column is named
+            ``<task name>.<key>``, the way ``datasets.Dataset.flatten`` names struct fields.
+        kind: ``"float32"`` (one number), ``"float32_array"`` (float32 of fixed ``shape``), ``"unit_vector"``
+            (float32 of ``shape``, L2-normalized again after the rounding of the JSON record), ``"string"``,
+            ``"scores"`` (a struct of float32, one field per name in ``names``) or ``"mask"`` (a class-id mask,
+            stored as an 8-bit PNG).
+        shape: the fixed shape of an array kind, e.g. ``(68, 2)`` for 68 XY points.
+        names: the struct fields of ``"scores"`` (the task's labels).
+        face_column: a name the column takes instead for the first task of a table that has it, a column that
+            describes the face as a whole (``"embedding"``: the identity embedding that face search reads).
+    """
+
+    key: str
+    kind: str
+    shape: tuple[int, ...] = ()
+    names: tuple[str, ...] = ()
+    face_column: str | None = None
+
+    def __post_init__(self):
+        if self.kind not in TABLE_COLUMN_KINDS:
+            raise ValueError(f"table column {self.key!r}: kind must be one of {list(TABLE_COLUMN_KINDS)}, "
+                             f"got {self.kind!r}")
+
+
 @dataclass
 class TaskType:
     """Everything that differs between kinds of tasks. Function parts take the task first.
@@ -117,6 +151,8 @@ class TaskType:
             ``age``, ``attributes``, ``expression``, ``mask``, ``landmarks``, ...); training and evaluation read it.
         spatial: None, ``"points"`` (``decode`` gives ``points`` in crop pixels that the processor maps back to the
             image) or ``"mask"`` (the processor warps the raw logits back to the image before ``parsing_labels``).
+        table_columns: ``(task) -> list[TableColumn]``: the typed columns of the task's results in the per-face
+            results table; None (a user type that does not say) stores each result as one JSON string column.
         loss: (read-only; ``attach_task_part(name, "loss", fn)`` sets it) ``(task, raw, targets, state) -> fp32
             scalar``, ``state`` holding the training model's tensors (recognition: ``classifier_weight``). Importing
             ``faceptor_hf.training`` attaches the loss of every built-in type; asking for a loss that is not
@@ -138,6 +174,7 @@ class TaskType:
     label_column: str
     spatial: str | None = None
     metric: Callable | None = None
+    table_columns: Callable | None = None
 
     #: parts every registered type must have (``loss``/``metric`` join once training/evaluation attach them)
     REQUIRED_PARTS = ("readout", "model_input", "decode", "to_json", "summarize", "describe_labels",
@@ -254,6 +291,10 @@ def _describe_embedding(task):
     return "—"
 
 
+def _embedding_columns(task):
+    return [TableColumn("embedding", "unit_vector", (task.embedding_size,), face_column="embedding")]
+
+
 # ---- value tasks -----------------------------------------------------------------------------------------------
 def _decode_age(task, raw, **hints):
     return {"age": expected_age(raw)}
@@ -271,12 +312,20 @@ def _describe_age(task):
     return f"bins {task.labels[0]} … {task.labels[-1]} (years)"
 
 
+def _age_columns(task):
+    return [TableColumn("age", "float32")]
+
+
 def _decode_attributes(task, raw, **hints):
     return {"probabilities": attribute_probabilities(raw), "present": attribute_presence(raw)}
 
 
 def _format_attributes(task, decoded, mask_format):
     return [{"attributes": dict(zip(task.labels, row))} for row in _rounded(decoded["probabilities"], 4)]
+
+
+def _attribute_columns(task):
+    return [TableColumn("attributes", "scores", names=tuple(task.labels))]
 
 
 def _summarize_attributes(task, result, top: int = 3):
@@ -293,6 +342,10 @@ def _format_classes(task, decoded, mask_format):
             for index, row in zip(decoded["label"].tolist(), _rounded(decoded["probabilities"], 4))]
 
 
+def _class_columns(task):
+    return [TableColumn("label", "string"), TableColumn("scores", "scores", names=tuple(task.labels))]
+
+
 def _summarize_classes(task, result):
     return f"{result['label']} {result['scores'][result['label']]:.2f}"
 
@@ -303,6 +356,10 @@ def _decode_values(task, raw, **hints):
 
 def _format_values(task, decoded, mask_format):
     return [{"values": dict(zip(task.labels, row))} for row in _rounded(decoded["values"], 5)]
+
+
+def _value_columns(task):
+    return [TableColumn("values", "scores", names=tuple(task.labels))]
 
 
 def _summarize_values(task, result):
@@ -333,6 +390,10 @@ def _format_landmarks(task, decoded, mask_format):
     return [{"points": face} for face in _rounded(decoded["points"], 2)]
 
 
+def _landmark_columns(task):
+    return [TableColumn("points", "float32_array", (task.num_queries, 2))]
+
+
 def _describe_landmarks(task):
     return f"{task.num_queries} landmarks (dataset order)"
 
@@ -351,6 +412,10 @@ def _format_parsing(task, decoded, mask_format):
     return [{"mask": encode_mask(mask, mask_format), "labels": list(task.labels)} for mask in masks]
 
 
+def _mask_columns(task):
+    return [TableColumn("mask", "mask")]
+
+
 def _flip_parsing(task):
     """Classes named left_* / right_* swap (CelebAMask-HQ ``left_eye``, LaPa ``left_eyebrow``, ...)."""
     if task.flip_pairs is not None:
@@ -365,34 +430,37 @@ def _flip_parsing(task):
     return _permutation_from_pairs(task.num_queries, pairs)
 
 
-def _value_type(name, label_column, decode, to_json, summarize, default_labels, flip=_identity_flip,
+def _value_type(name, label_column, decode, to_json, summarize, default_labels, columns, flip=_identity_flip,
                 describe=_listed_labels):
     return TaskType(name=name, readout="value", model_input="pixel_values", decode=decode, to_json=to_json,
                     summarize=summarize, describe_labels=describe, default_labels=default_labels,
-                    flip_permutation=flip, label_column=label_column)
+                    flip_permutation=flip, label_column=label_column, table_columns=columns)
 
 
 for _task_type in (
     TaskType(name="recog", readout="embedding", model_input="pixel_values", decode=_decode_embedding,
              to_json=_format_embedding, summarize=_no_summary, describe_labels=_describe_embedding,
-             default_labels=lambda count: [], flip_permutation=_identity_flip, label_column="identity"),
+             default_labels=lambda count: [], flip_permutation=_identity_flip, label_column="identity",
+             table_columns=_embedding_columns),
     _value_type("age", "age", _decode_age, _format_age, _summarize_age, lambda count: [str(i) for i in range(count)],
-                describe=_describe_age),
+                _age_columns, describe=_describe_age),
     _value_type("biattr", "attributes", _decode_attributes, _format_attributes, _summarize_attributes,
-                _numbered("attribute")),
-    _value_type("affect", "expression", _decode_classes, _format_classes, _summarize_classes, _numbered("class")),
-    _value_type("classification", "label", _decode_classes, _format_classes, _summarize_classes, _numbered("class")),
+                _numbered("attribute"), _attribute_columns),
+    _value_type("affect", "expression", _decode_classes, _format_classes, _summarize_classes, _numbered("class"),
+                _class_columns),
+    _value_type("classification", "label", _decode_classes, _format_classes, _summarize_classes, _numbered("class"),
+                _class_columns),
     # A regression target may change sign under a flip (yaw, roll): flipping is left to the user's own type.
     _value_type("regression", "values", _decode_values, _format_values, _summarize_values, _numbered("value"),
-                flip=_no_flip),
+                _value_columns, flip=_no_flip),
     TaskType(name="parsing", readout="map", model_input="dense_pixel_values", decode=_decode_parsing,
              to_json=_format_parsing, summarize=_no_summary, describe_labels=_listed_labels,
              default_labels=_numbered("class"), flip_permutation=_flip_parsing, label_column="mask",
-             spatial="mask"),
+             spatial="mask", table_columns=_mask_columns),
     TaskType(name="align", readout="map", model_input="dense_pixel_values", decode=_decode_landmarks,
              to_json=_format_landmarks, summarize=_no_summary, describe_labels=_describe_landmarks,
              default_labels=_numbered("point"), flip_permutation=_flip_landmarks, label_column="landmarks",
-             spatial="points"),
+             spatial="points", table_columns=_landmark_columns),
 ):
     register_task_type(_task_type)
 
@@ -477,7 +545,9 @@ __all__ = [
     "LANDMARK_FLIP_PAIRS",
     "MODEL_INPUTS",
     "READOUTS",
+    "TABLE_COLUMN_KINDS",
     "TASK_TYPES",
+    "TableColumn",
     "TaskType",
     "attach_task_part",
     "get_task_type",

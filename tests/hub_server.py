@@ -2,7 +2,9 @@
 
 It answers the requests huggingface_hub makes to create repos and branches, upload (regular + LFS "basic"
 transfer) in single commits, and download files by branch or commit. Failures can be injected (``fail``) to check
-that a broken upload leaves no half-written revision. Model repos only.
+that a broken upload leaves no half-written revision. Model repos are keyed ``owner/name``, dataset repos
+``datasets/owner/name`` (``hub.files("datasets/user/results")``); for datasets it also lists files (``tree``,
+``paths-info``), which ``upload_folder(delete_patterns=...)`` and ``datasets.load_dataset`` ask for.
 """
 
 from __future__ import annotations
@@ -92,9 +94,43 @@ class FakeHub:
             def do_HEAD(self):
                 self.do_GET()
 
+            def _listing(self, repo, revision, folder, recursive):
+                """Tree entries under ``folder`` of a revision: its files and subfolders (all levels if
+                ``recursive``)."""
+                oid = hub.resolve(repo, revision)
+                if oid is None:
+                    return None
+                prefix = f"{folder.strip('/')}/" if folder.strip("/") else ""
+                entries, folders = [], set()
+                for name, content in sorted(hub.repos[repo]["commits"][oid].items()):
+                    if not name.startswith(prefix):
+                        continue
+                    rest = name[len(prefix):].split("/")
+                    for depth in range(1, len(rest)):
+                        if recursive or depth == 1:
+                            folders.add(prefix + "/".join(rest[:depth]))
+                    if recursive or len(rest) == 1:
+                        entries.append({"type": "file", "path": name, "size": len(content),
+                                        "oid": hashlib.sha1(content).hexdigest()})
+                return [{"type": "directory", "path": name, "oid": "0" * 40, "size": 0}
+                        for name in sorted(folders)] + entries
+
             def do_GET(self):
-                path = urllib.parse.unquote(urllib.parse.urlparse(self.path).path)
+                url = urllib.parse.urlparse(self.path)
+                path = urllib.parse.unquote(url.path)
                 parts = path.strip("/").split("/")
+                if parts[0] == "datasets" and len(parts) >= 6 and parts[3] == "resolve":
+                    parts = ["datasets/" + parts[1], *parts[2:]]  # the repo key of a dataset
+                if parts[:2] == ["api", "datasets"] and len(parts) >= 4:
+                    repo = "datasets/" + "/".join(parts[2:4])
+                    if len(parts) >= 6 and parts[4] == "tree":
+                        recursive = "recursive=true" in url.query.lower() or "recursive=1" in url.query
+                        listing = self._listing(repo, parts[5], "/".join(parts[6:]), recursive)
+                        if listing is None:
+                            return self._send(404, {"error": "Repository not found"},
+                                              {"X-Error-Code": "RepoNotFound"})
+                        return self._send(200, listing)
+                    parts = ["api", "models", "datasets/" + parts[2], *parts[3:]]  # the info answer is the same
                 if len(parts) >= 5 and parts[2] == "resolve":
                     repo, revision, filename = "/".join(parts[:2]), parts[3], "/".join(parts[4:])
                     oid = hub.resolve(repo, revision)
@@ -141,6 +177,8 @@ class FakeHub:
                     body = json.loads(self._body() or b"{}")
                     repo = f"{body.get('organization') or 'user'}/{body['name']}"
                     url = {"url": f"{hub.endpoint}/{repo}", "name": repo}
+                    if body.get("type") == "dataset":
+                        repo, url["url"] = f"datasets/{repo}", f"{hub.endpoint}/datasets/{repo}"
                     with hub.lock:
                         if repo in hub.repos:
                             return self._send(409, {"error": "You already created this model repo", **url})
@@ -160,15 +198,22 @@ class FakeHub:
                         objects.append(entry)
                     return self._send(200, {"transfer": "basic", "objects": objects},
                                       content_type="application/vnd.git-lfs+json")
+                if parts[:2] == ["api", "datasets"] and len(parts) >= 6:
+                    parts = ["api", "models", "datasets/" + parts[2], *parts[3:]]  # the repo key of a dataset
                 if parts[:2] == ["api", "models"] and len(parts) >= 6:
                     repo, action, revision = "/".join(parts[2:4]), parts[4], "/".join(parts[5:])
                     if repo not in hub.repos:
                         self._body()
                         return self._send(404, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"})
+                    if action == "paths-info":
+                        wanted = urllib.parse.parse_qs(self._body().decode()).get("paths", [])
+                        listing = self._listing(repo, revision, "", True) or []
+                        return self._send(200, [entry for entry in listing if entry["path"] in wanted])
                     if action == "preupload":
                         body = json.loads(self._body())
                         modes = [{"path": f["path"], "shouldIgnore": False,
-                                  "uploadMode": "lfs" if f["path"].endswith((".safetensors", ".bin")) else "regular"}
+                                  "uploadMode": "lfs" if f["path"].endswith((".safetensors", ".bin", ".parquet"))
+                                  else "regular"}
                                  for f in body["files"]]
                         return self._send(200, {"files": modes, "commitOid": hub.resolve(repo, revision)})
                     if action == "branch":

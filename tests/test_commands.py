@@ -290,18 +290,30 @@ def test_ctrl_c_keeps_written_records_and_resumes(checkpoint, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_shards_across_processes(checkpoint, tmp_path):
-    """Two CPU processes (torchrun, as `accelerate launch` starts them) each analyze their own share."""
+    """Two CPU processes (torchrun, as `accelerate launch` starts them) each analyze their own share, and write one
+    Parquet shard each that load_results reads as one dataset (tests/test_analysis_results.py checks the table)."""
+    from faceptor_hf import load_results
+    from faceptor_hf.results_dataset import shard_paths
+
     out = tmp_path / "out"
     env = dict(os.environ, ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1")
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                              "--master_port", str(free_port()), "-m", "faceptor_hf.cli", "analyze", str(IMAGES),
-                             "--model", str(checkpoint), "--output-dir", str(out), "--no-overlay"],
+                             "--model", str(checkpoint), "--output-dir", str(out), "--no-overlay",
+                             "--output-format", "parquet"],
                             capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     shards = [[json.loads(line)["input"] for line in (out / f"results.rank{rank}.jsonl").read_text().splitlines()]
               for rank in (0, 1)]
     assert sorted(shards[0] + shards[1]) == sorted(str(p) for p in IMAGES.glob("*.*") if p.suffix != ".md")
     assert shards[0] and shards[1] and not set(shards[0]) & set(shards[1])
+    assert [Path(path).name for path in shard_paths(out)] == ["train-00000-of-00002.parquet",
+                                                              "train-00001-of-00002.parquet"]
+    faces = load_results(out)
+    faces_per_input = {record["input"]: len(record["faces"]) for rank in (0, 1)
+                       for record in records(out / f"results.rank{rank}.jsonl")}
+    assert sorted(faces["source"]) == sorted(name for name, count in faces_per_input.items() for _ in range(count))
+    assert f"{len(faces)} faces from {len(faces_per_input)} images" in (out / "README.md").read_text()
 
 
 def test_stems_are_unique_and_never_look_like_mask_files():

@@ -1,8 +1,10 @@
-"""``faceptor-hf analyze``: every face of files, folders, glob patterns or a dataset -> JSON, overlays and JSONL.
+"""``faceptor-hf analyze``: every face of files, folders, glob patterns or a dataset -> JSON, overlays and JSONL,
+and with ``--output-format parquet`` a dataset of one row per face (``--push-to-hub`` publishes it).
 
 The work, its output files and its resume rules are ``faceptor_hf.analysis.analyze_inputs``; this command parses
 the options, loads the model (``model_options``), prints the per-input table and the totals, and maps the exit
-status: 0 when every input was analyzed, 1 when some failed, 2 for a user's mistake, 130 when interrupted.
+status: 0 when every input was analyzed, 1 when some failed, 2 for a user's mistake, 3 when the push to the Hub
+failed, 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 
 from ..analysis import (
     MASK_FORMATS,
+    OUTPUT_FORMATS,
     UNTRAINED_NOTE,
     AnalysisInterrupted,
     DatasetOptionError,
@@ -84,6 +87,16 @@ def register(subparsers) -> None:
     output.add_argument("--no-overlay", action="store_true", help="do not draw the overlay PNGs")
     output.add_argument("--no-files", action="store_true",
                         help="write only the JSONL: no JSON, overlay or mask files ('mask_file' is null)")
+    output.add_argument("--output-format", default="jsonl", choices=OUTPUT_FORMATS,
+                        help="jsonl: the records above; parquet: also a dataset of one row per face with typed "
+                             "columns (data/train-*.parquet, one shard per process, and a dataset card README.md), "
+                             "read by faceptor_hf.load_results or datasets.load_dataset. The JSONL stays the resume "
+                             "log; the Parquet files are made from it at the end of each run")
+    output.add_argument("--push-to-hub", default=None, metavar="REPO",
+                        help="after the run, upload the Parquet dataset and its card to this Hub dataset repository "
+                             "(needs --output-format parquet)")
+    output.add_argument("--private", action="store_true", help="create the --push-to-hub repository as private")
+    output.add_argument("--token", default=None, help="Hub token for --push-to-hub (default: the logged-in one)")
     output.add_argument("--overwrite", action="store_true", help="delete this process's JSONL and start again")
     output.add_argument("--progress", action="store_true", help="show the progress bar even without a terminal")
     parser.set_defaults(run=run)
@@ -159,6 +172,8 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError("analyze needs image files, folders or glob patterns, or --dataset (see --help)")
     if args.id_column and not args.dataset:
         raise CommandError("--id-column names dataset rows; it needs --dataset")
+    if args.push_to_hub and args.output_format != "parquet":
+        raise CommandError("--push-to-hub publishes the per-face dataset; add --output-format parquet")
     device = parse_device(args.device)
     rank, world, shard_device = distributed_shard()
     if shard_device is not None and args.device in ("cpu", "cuda"):
@@ -191,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
                 max_faces=args.max_faces, score_threshold=args.score_threshold,
                 flip_recognition=args.flip_recognition, batch_size=args.batch_size, chunk_size=args.chunk_size,
                 num_workers=args.num_workers, model_identity=identity, rank=rank, world_size=world,
-                progress=True if args.progress else None)
+                progress=True if args.progress else None, output_format=args.output_format)
     except AnalysisInterrupted as interrupted:
         print(f"interrupted: {interrupted.summary.written} images written to {interrupted.summary.jsonl}; run the "
               "same command again to resume", file=sys.stderr)
@@ -203,6 +218,21 @@ def run(args: argparse.Namespace) -> int:
     print(f"\n{summary.written} images ({summary.failed} failed, {summary.skipped} already done of "
           f"{summary.earlier_records} in {os.path.basename(summary.jsonl)}), {summary.faces} faces, {seconds:.1f} s "
           f"({summary.faces / max(seconds, 1e-9):.2f} faces/s); results in {args.output_dir}")
+    if summary.card:
+        print(f"dataset: {os.path.join(args.output_dir, 'data')} ({world} shard(s)) and its card {summary.card}; "
+              "faceptor_hf.load_results reads it")
     if untrained:
         print(f"WARNING: {UNTRAINED_NOTE}")
+    if args.push_to_hub and rank == 0:
+        from ..hub import PushError
+        from ..results_dataset import push_results
+
+        try:
+            print(f"pushing the dataset to {args.push_to_hub} ...", flush=True)
+            commit = push_results(args.output_dir, args.push_to_hub, token=args.token,
+                                  private=args.private or None)
+            print(f"  {commit.commit_url}", flush=True)
+        except PushError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 3
     return 1 if summary.failed else 0
