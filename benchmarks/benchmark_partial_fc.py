@@ -6,8 +6,9 @@ sharded one (``training.partial_fc.PartialFC``) keeps ceil(K / W) rows per proce
 embeddings (B x D). Memory is computed from the shard size (exact for the parameter, gradient and AdamW state; the
 logits add B x k floats a few times over, listed apart). Step time is measured in this process for the classifier
 part of one step (CosFace forward, backward and the AdamW update of the local rows) at the per-process batch
-``--batch`` (global batch = batch x W), for every configuration whose local state fits ``--max-local-gib``; the
-collectives are not part of the measurement (one process), their volume is listed instead.
+``--batch`` (global batch = batch x W), for every configuration whose local state fits ``--max-local-gib`` and
+whose logits fit ``--max-logits-gib`` (the run needs a few times that: a shared machine must not run out of memory);
+the collectives are not part of the measurement (one process), their volume is listed instead.
 
     python benchmarks/benchmark_partial_fc.py [--classes 100000 1000000 2000000] [--processes 1 2 8 64]
 """
@@ -60,6 +61,8 @@ def main(argv=None):
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--max-local-gib", type=float, default=1.0,
                         help="measure step time only where the local classifier state is at most this")
+    parser.add_argument("--max-logits-gib", type=float, default=1.0,
+                        help="... and where the (global batch, local classes) logits estimate is at most this")
     args = parser.parse_args(argv)
     rows = []
     for classes in args.classes:
@@ -73,7 +76,7 @@ def main(argv=None):
                    "logits_gib_per_process": round(global_batch * local * 4 * 3 / GIB, 3),
                    "step_comm_mib": round((classes * args.width * 4 if processes == 1 else
                                            global_batch * args.width * 4) / 2**20, 1)}
-            if state_gib <= args.max_local_gib:
+            if state_gib <= args.max_local_gib and row["logits_gib_per_process"] <= args.max_logits_gib:
                 row["classifier_step_s"] = round(classifier_step_seconds(local, args.width, global_batch, args.iters,
                                                                          sharded=processes > 1), 4)
             rows.append(row)

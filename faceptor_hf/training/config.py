@@ -7,6 +7,9 @@
       align_300w:   {dataset: data/300w,  split: train, batch_size: 2, loss_weight: 1000}
     run: {output_dir: runs/x, max_steps: 1000, learning_rate: 5.0e-5, warmup_steps: 100, save_steps: 500, seed: 0}
 
+A recognition task may split its CosFace classifier over the processes (Partial FC, ``training.partial_fc``):
+``recog_ms1mv3: {dataset: ..., classifier: {sharded: true, sample_rate: 1.0}}``.
+
 A task entry takes the fields of the model config's task list (``type``, ``labels`` or ``num_queries``, ...), so a
 task the model lacks is declared here and added to the model. Every key is checked: a misspelt one is an error that
 names it and lists the valid ones.
@@ -50,7 +53,7 @@ class TaskSpec:
         eval_dataset, eval_split: held-out data for periodic evaluation (default: the training dataset's
             ``eval_split`` when given).
         eval_protocol: a native dataset name whose evaluation protocol applies (e.g. ``300w``).
-        zoom, dense_face_scale: crop rule of ``data.geometry.row_matrix`` (box crops: 0.8 for 300W/WFLW/COFW).
+        zoom, dense_face_scale: crop rule of ``dataset_crops.row_matrix`` (box crops: 0.8 for 300W/WFLW/COFW).
         warp_factor: FaRL's tanh-warp on top of the crop (LaPa: 0.8), for image and labels alike.
         num_identities: size of the CosFace classifier of a recognition task (default: 1 + the largest id; required
             with ``streaming``, a stream cannot be scanned for it).
@@ -58,6 +61,8 @@ class TaskSpec:
         shuffle_buffer_size: with ``streaming``, rows per shuffle window of each process.
         stream_split: with ``streaming``, how processes share the stream: ``auto`` (by shard when the shard count is
             a multiple of the process count, else by example), ``shards`` or ``examples``.
+        classifier: a recognition task's CosFace classifier (``ClassifierSpec``); YAML ``{sharded: true,
+            sample_rate: 1.0}``.
         task_fields: model task fields (type, labels, ...) for a task the model lacks.
     """
 
@@ -77,7 +82,23 @@ class TaskSpec:
     streaming: bool = False
     shuffle_buffer_size: int = 1000
     stream_split: str = "auto"
+    classifier: dict | ClassifierSpec | None = None
     task_fields: dict = field(default_factory=dict)
+
+
+@dataclass
+class ClassifierSpec:
+    """How a recognition task holds its CosFace classifier.
+
+    Attributes:
+        sharded: split the (K, D) matrix over the processes, each holding a block of ceil(K / W) classes (Partial
+            FC, ``training.partial_fc``); False keeps the whole matrix on every process.
+        sample_rate: share of its block's classes each process scores per step, in (0, 1] (the labels of the
+            global batch always among them); below 1 only with ``sharded``.
+    """
+
+    sharded: bool = False
+    sample_rate: float = 1.0
 
 
 @dataclass
@@ -253,6 +274,7 @@ def _parse(data: dict, source: str | None) -> TrainingConfig:
         for ok, message in task_checks:
             if not ok:
                 raise TrainingConfigError(f"tasks.{name}: {message}")
+        spec.classifier = _classifier_spec(f"tasks.{name}.classifier", spec.classifier)
         tasks.append(spec)
     if data["run"] is not None and not isinstance(data["run"], dict):
         raise TrainingConfigError(f"run: a mapping of run settings, got {data['run']!r}")
@@ -292,6 +314,21 @@ def _parse(data: dict, source: str | None) -> TrainingConfig:
     return TrainingConfig(model=model, tasks=tasks, run=run_spec, source=source, data=data)
 
 
+def _classifier_spec(section: str, given: dict | ClassifierSpec | None) -> ClassifierSpec | None:
+    """A task entry's ``classifier`` mapping, checked; None where not given."""
+    if given is None or isinstance(given, ClassifierSpec):
+        return given
+    _check_keys(section, given, _field_names(ClassifierSpec))
+    spec = ClassifierSpec(**given)
+    _check_types(section, spec)
+    if not 0.0 < spec.sample_rate <= 1.0:
+        raise TrainingConfigError(f"{section}.sample_rate must lie in (0, 1], got {spec.sample_rate}")
+    if spec.sample_rate < 1.0 and not spec.sharded:
+        raise TrainingConfigError(f"{section}.sample_rate {spec.sample_rate} samples the classes of a sharded "
+                                  "classifier: set sharded: true, or sample_rate: 1.0")
+    return spec
+
+
 def _parameter_patterns(key: str, patterns: list) -> list[str]:
     """Parameter-name patterns as strings; ``model.`` at the start (configs written when the training model held
     the published model as ``model``) reads as ``faceptor.``."""
@@ -328,5 +365,5 @@ def load_config(path: str) -> TrainingConfig:
     return parse_config(data, source=path)
 
 
-__all__ = ["RunSpec", "TaskSpec", "TrainingConfig", "TrainingConfigError", "load_config", "parse_config",
-           "with_run_overrides"]
+__all__ = ["ClassifierSpec", "RunSpec", "TaskSpec", "TrainingConfig", "TrainingConfigError", "load_config",
+           "parse_config", "with_run_overrides"]

@@ -1,6 +1,6 @@
 """Model and optimizer setup of a training run: the ``FaceptorModel`` to train (fresh, from FaRL, or pretrained with
-new tasks or Layer-Attention levels), the AdamW parameter groups, the learning-rate schedule and the precision
-(autocast dtype and gradient scaler)."""
+new tasks or Layer-Attention levels), the recognition tasks whose classifier is sharded, the AdamW parameter groups,
+the learning-rate schedule and the precision (autocast dtype and gradient scaler)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from ..configuration_faceptor import FaceptorConfig
 from ..modeling_faceptor import FaceptorModel
 from .config import TrainingConfig, TrainingConfigError
 from .modeling_training import FaceptorForMultiTaskTraining
+from .partial_fc import shard_optimizer_state
 
 
 def build_model(training_config: TrainingConfig) -> tuple[FaceptorModel, list[str]]:
@@ -87,11 +88,27 @@ def build_model(training_config: TrainingConfig) -> tuple[FaceptorModel, list[st
     return model, list(result.missing_keys)
 
 
+def sharded_classifiers(training_config: TrainingConfig, model_config: FaceptorConfig) -> dict[str, float]:
+    """Recognition task name -> ``sample_rate`` for the tasks of the run whose entry asks for a sharded classifier
+    (``classifier: {sharded: true}``); a task without a CosFace classifier (not read out as an embedding) asking
+    for one is a ``TrainingConfigError`` naming the task and key."""
+    sharded = {}
+    for spec in training_config.tasks:
+        if spec.classifier is None or not spec.classifier.sharded:
+            continue
+        task = model_config.get_task(spec.name)
+        if task.readout != "embedding":
+            raise TrainingConfigError(f"tasks.{spec.name}.classifier: sharded applies to recognition tasks (their "
+                                      f"CosFace classifier); task {spec.name!r} is of type {task.type!r}")
+        sharded[spec.name] = spec.classifier.sample_rate
+    return sharded
+
+
 def parameter_groups(module: FaceptorForMultiTaskTraining, run) -> list[dict]:
     """AdamW groups: encoder, heads (decoder and all task heads) and CosFace classifiers, each with its learning-
     rate multiplier; weight decay on every parameter as officially. ``freeze`` / ``trainable`` name substrings of
     the training model's parameter names (``faceptor.encoder.``, ``layer_attention`` for stage 2,
-    ``classifiers.``)."""
+    ``classifiers.``, which names the sharded ones too: ``sharded_classifiers.<task>.weight``)."""
     multipliers = {"encoder": run.encoder_lr_multiplier, "heads": run.head_lr_multiplier,
                    "classifiers": run.classifier_lr_multiplier}
     groups = {key: [] for key in multipliers}
@@ -102,7 +119,7 @@ def parameter_groups(module: FaceptorForMultiTaskTraining, run) -> list[dict]:
         parameter.requires_grad_(trainable)
         if not trainable:
             continue
-        key = "classifiers" if name.startswith("classifiers.") else (
+        key = "classifiers" if name.startswith(("classifiers.", "sharded_classifiers.")) else (
             "encoder" if name.startswith("faceptor.encoder.") else "heads")
         groups[key].append(parameter)
     out = [{"params": params, "lr": run.learning_rate * multipliers[key], "weight_decay": run.weight_decay,
@@ -128,8 +145,11 @@ def schedule(run):
 
 def build_optimizer(module: FaceptorForMultiTaskTraining, run) -> tuple[torch.optim.AdamW,
                                                                          torch.optim.lr_scheduler.LambdaLR]:
-    """AdamW over ``parameter_groups`` and its ``schedule``, stepped once per optimizer step."""
+    """AdamW over ``parameter_groups`` and its ``schedule``, stepped once per optimizer step. Its checkpoints hold
+    the whole (K, D) moments of sharded classifiers (``partial_fc.shard_optimizer_state``)."""
     optimizer = torch.optim.AdamW(parameter_groups(module, run), lr=run.learning_rate, weight_decay=run.weight_decay)
+    if len(module.sharded_classifiers):
+        shard_optimizer_state(optimizer, module.sharded_classifiers.values())
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(run))
 
 
@@ -148,4 +168,5 @@ def gradient_scaler(precision: str, device: torch.device) -> torch.amp.GradScale
     return None
 
 
-__all__ = ["AUTOCAST_DTYPES", "build_model", "build_optimizer", "gradient_scaler", "parameter_groups", "schedule"]
+__all__ = ["AUTOCAST_DTYPES", "build_model", "build_optimizer", "gradient_scaler", "parameter_groups", "schedule",
+           "sharded_classifiers"]

@@ -1,7 +1,8 @@
 """The model that joint training optimizes: ``FaceptorForMultiTaskTraining`` returns its own loss.
 
 It holds the ``FaceptorModel`` that gets published (``.faceptor``), one CosFace classifier per recognition task
-(training-only weights, saved in checkpoints, never in the published model) and the loss weight of every task. Its
+(training-only weights, saved in checkpoints, never in the published model: the whole (K, D) matrix on every
+process, or a ``PartialFC`` that splits it over the processes) and the loss weight of every task. Its
 ``forward`` runs each task on its own rows of the input batches and, given ``labels``, computes every task's loss
 (the task type's, ``training.losses``) and their weighted combination, as the ``XForY`` models of transformers
 return ``loss``. Because the classifiers are used inside ``forward``, DistributedDataParallel sees them in the
@@ -10,17 +11,18 @@ step's graph like any other weight.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from ..configuration_faceptor import FaceptorConfig
 from ..modeling_faceptor import FaceptorModel, FaceptorPreTrainedModel
 from .losses import combine_task_losses, task_loss
+from .partial_fc import PartialFC, initial_classifier_rows
 
 # Module names of the published model inside the training model, before and after it was renamed: checkpoints
 # written while it was called ``model`` still resume.
@@ -53,15 +55,24 @@ class FaceptorForMultiTaskTraining(FaceptorPreTrainedModel):
         num_identities: recognition task name -> K, the row count of its (K, embedding_size) CosFace classifier,
             for the recognition tasks to train (one without a classifier runs, but takes no labels).
         faceptor: the ``FaceptorModel`` to train (its weights are kept); a fresh one from ``config`` if None.
+        sharded_classifiers: recognition task name (of ``num_identities``) -> ``sample_rate`` for the tasks whose
+            classifier is split over the processes of the run (``PartialFC``; built for the process group
+            initialized now, or one process).
+        classifier_seed: seeds the classifiers' initial values (``initial_classifier_rows``, the same for a whole
+            and a split classifier) and Partial FC's class sampling.
 
     Attributes:
         faceptor: the ``FaceptorModel``; ``faceptor.save_pretrained`` publishes the trained model.
         classifiers: recognition task name -> (K, D) CosFace class matrix, uniform in +-1/sqrt(D).
+        sharded_classifiers: recognition task name -> ``PartialFC`` holding this process's block of the (K, D)
+            matrix; its loss is computed over the global batch. DDP leaves these blocks alone (each process's are
+            its own): their names are set as ignored on this module, so wrapping it in DDP needs nothing more.
         loss_weights: task name -> weight w of its loss in ``loss`` (from the tasks' ``loss_weight``).
     """
 
     def __init__(self, config: FaceptorConfig, num_identities: dict[str, int] | None = None,
-                 faceptor: FaceptorModel | None = None):
+                 faceptor: FaceptorModel | None = None, sharded_classifiers: dict[str, float] | None = None,
+                 classifier_seed: int = 0):
         faceptor = faceptor if faceptor is not None else FaceptorModel(config)
         super().__init__(faceptor.config)
         self.faceptor = faceptor
@@ -71,8 +82,22 @@ class FaceptorForMultiTaskTraining(FaceptorPreTrainedModel):
         if unknown:
             raise ValueError(f"num_identities names {unknown}, which are not recognition tasks of the model "
                              f"({sorted(widths)})")
+        sharded_classifiers = dict(sharded_classifiers or {})
+        unsized = [name for name in sharded_classifiers if name not in num_identities]
+        if unsized:
+            raise ValueError(f"sharded_classifiers names {unsized}, which num_identities does not size "
+                             f"({sorted(num_identities)})")
+        self.classifier_seed = classifier_seed
         self.classifiers = nn.ParameterDict(
-            {name: nn.Parameter(torch.empty(count, widths[name])) for name, count in num_identities.items()})
+            {name: nn.Parameter(torch.empty(count, widths[name])) for name, count in num_identities.items()
+             if name not in sharded_classifiers})
+        self.sharded_classifiers = nn.ModuleDict(
+            {name: PartialFC(widths[name], num_identities[name], sample_rate=rate, seed=classifier_seed)
+             for name, rate in sharded_classifiers.items()})
+        ignored = [tensor for name, head in self.sharded_classifiers.items()
+                   for tensor in head.ignored_by_ddp(f"sharded_classifiers.{name}.")]
+        if ignored:
+            DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(self, ignored)
         self.loss_weights = {task.name: task.loss_weight for task in faceptor.config.tasks}
         self.register_load_state_dict_pre_hook(_read_earlier_module_names)
         self.post_init()  # initialises the classifiers only: every module of ``faceptor`` already holds its weights
@@ -80,10 +105,10 @@ class FaceptorForMultiTaskTraining(FaceptorPreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module: nn.Module):
         if module is self.classifiers:
+            # the rows a PartialFC block of the same seed starts from: sharded and whole runs start alike
             for weight in module.values():
-                bound = 1.0 / math.sqrt(weight.shape[1])
-                init.uniform_(weight, -bound, bound)
-        else:
+                init.copy_(weight, initial_classifier_rows(0, weight.shape[0], weight.shape[1], self.classifier_seed))
+        elif not isinstance(module, PartialFC):  # a PartialFC initializes its block itself
             super()._init_weights(module)
 
     def forward(self, pixel_values: torch.Tensor | None = None, dense_pixel_values: torch.Tensor | None = None,
@@ -121,7 +146,10 @@ class FaceptorForMultiTaskTraining(FaceptorPreTrainedModel):
 
     def task_loss(self, name: str, raw: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """() float32 loss of task ``name`` on its raw head output (the task type's loss, with this model's
-        classifier for a recognition task)."""
+        classifier for a recognition task; a sharded classifier's CosFace loss over the global batch, the same on
+        every process)."""
+        if name in self.sharded_classifiers:
+            return self.sharded_classifiers[name](raw.float(), target)
         state = {"classifier_weight": self.classifiers[name]} if name in self.classifiers else {}
         return task_loss(self.config.get_task(name), raw.float(), target, state)
 

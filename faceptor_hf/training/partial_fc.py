@@ -24,12 +24,19 @@ synchronised: they must be left out of DDP, see ``ignored_by_ddp``), and the gat
 summed over the processes and multiplied by W on the way back, so that DDP's averaging of the encoder gradients
 divides that factor out again.
 
+Checkpoints hold the whole classifier whatever the process count: the module's ``state_dict`` gathers the blocks
+into one (K, D) ``weight`` (a collective: every process calls it, as ``accelerator.save_state`` does) and
+``load_state_dict`` takes this process's block of a (K, D) one, so a checkpoint of W processes loads on any other
+number; ``shard_optimizer_state`` does the same for the optimizer's per-class state (AdamW moments), and
+``clip_grad_norm_`` clips by the norm of the whole gradient, the blocks of every process included.
+
 Shapes: b = per-process batch, B = global batch (sum of b), D = embedding width, K = classes, k = local classes.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import torch
 import torch.distributed as dist
@@ -71,6 +78,16 @@ def _process_group_size() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def _gather_blocks(local: torch.Tensor, num_classes: int, world_size: int) -> torch.Tensor:
+    """(k, ...) rows of this process's block -> (K, ...) rows of all blocks in class order (a collective)."""
+    block = -(-num_classes // world_size)
+    padded = local.new_zeros(block, *local.shape[1:])
+    padded[:local.shape[0]] = local
+    parts = [torch.empty_like(padded) for _ in range(world_size)]
+    dist.all_gather(parts, padded.contiguous())
+    return torch.cat(parts)[:num_classes].clone()  # its own storage: safetensors refuses a view of a larger one
 
 
 class _GatherEmbeddings(torch.autograd.Function):
@@ -177,6 +194,8 @@ class PartialFC(nn.Module):
         self.weight = nn.Parameter(initial_classifier_rows(self.start, self.stop, embedding_size, seed))
         # Sampling draws from (seed, step, rank); the step is saved with the module so a resumed run draws alike.
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
+        self.register_state_dict_post_hook(_save_whole_weight)
+        self.register_load_state_dict_pre_hook(_load_own_block)
 
     def extra_repr(self) -> str:
         return (f"embedding_size={self.embedding_size}, num_classes={self.num_classes}, classes=[{self.start}, "
@@ -257,12 +276,17 @@ class PartialFC(nn.Module):
         self._check_group()
         if not self.distributed:
             return self.weight.detach().clone()
-        block = -(-self.num_classes // self.world_size)
-        padded = self.weight.new_zeros(block, self.embedding_size)
-        padded[:self.stop - self.start] = self.weight.detach()
-        parts = [torch.empty_like(padded) for _ in range(self.world_size)]
-        dist.all_gather(parts, padded)
-        return torch.cat(parts)[:self.num_classes]
+        return _gather_blocks(self.weight.detach(), self.num_classes, self.world_size)
+
+    def gather_rows(self, local: torch.Tensor) -> torch.Tensor:
+        """(k, ...) per-class values of this process's block (e.g. an optimizer moment of ``weight``) -> (K, ...)
+        of the whole classifier (a collective when distributed)."""
+        self._check_group()
+        return _gather_blocks(local, self.num_classes, self.world_size) if self.distributed else local
+
+    def own_rows(self, whole: torch.Tensor) -> torch.Tensor:
+        """(K, ...) per-class values of the whole classifier -> a copy of this process's (k, ...) rows."""
+        return whole[self.start:self.stop].clone()
 
     @torch.no_grad()
     def load_full_weight(self, weight: torch.Tensor) -> None:
@@ -289,4 +313,85 @@ class PartialFC(nn.Module):
         return [f"{prefix}weight", f"{prefix}step"]
 
 
-__all__ = ["INIT_BLOCK_ROWS", "PartialFC", "initial_classifier_rows", "shard_range"]
+def _save_whole_weight(module: PartialFC, state_dict: dict, prefix: str, local_metadata) -> None:
+    """state_dict post-hook: the (K, D) classifier in place of this process's block."""
+    if module.distributed:
+        state_dict[prefix + "weight"] = module.full_weight()
+
+
+def _load_own_block(module: PartialFC, state_dict: dict, prefix: str, *args) -> None:
+    """load_state_dict pre-hook: a (K, D) classifier (a checkpoint of any process count, or an ordinary
+    classifier) is cut to this process's block; a block of this size loads as it is."""
+    key = prefix + "weight"
+    weight = state_dict.get(key)
+    if weight is not None and weight.dim() == 2 and weight.shape[0] == module.num_classes:
+        state_dict[key] = module.own_rows(weight)
+
+
+def _per_class_state(optimizer: torch.optim.Optimizer, heads: list[PartialFC]):
+    """(state index, head) for each head whose ``weight`` the optimizer updates (the index of its entry in
+    ``optimizer.state_dict()["state"]``: its position over the parameter groups)."""
+    parameters = [parameter for group in optimizer.param_groups for parameter in group["params"]]
+    for head in heads:
+        for index, parameter in enumerate(parameters):
+            if parameter is head.weight:
+                yield index, head
+
+
+def shard_optimizer_state(optimizer: torch.optim.Optimizer, heads: Iterable[PartialFC]) -> None:
+    """Make ``optimizer``'s checkpoints hold the whole classifier's per-class state.
+
+    Its ``state_dict()`` (then a collective: every process calls it) holds, for each head's ``weight``, every
+    state tensor of the block's shape (AdamW's ``exp_avg`` and ``exp_avg_sq``) gathered to (K, D); its
+    ``load_state_dict`` takes this process's rows of such (K, D) tensors. Scalars (AdamW's ``step``) are the same
+    on every process and stay as they are."""
+    heads = list(heads)
+
+    def gather(_, state_dict: dict) -> dict:
+        state = dict(state_dict["state"])
+        for index, head in _per_class_state(optimizer, heads):
+            if index in state:
+                state[index] = {key: head.gather_rows(value) if _is_per_class(value, head.weight.shape) else value
+                                for key, value in sorted(state[index].items())}
+        return {**state_dict, "state": state}
+
+    def scatter(_, state_dict: dict) -> dict:
+        state = dict(state_dict["state"])
+        for index, head in _per_class_state(optimizer, heads):
+            whole = (head.num_classes, head.embedding_size)
+            if index in state:
+                state[index] = {key: head.own_rows(value) if _is_per_class(value, whole) else value
+                                for key, value in state[index].items()}
+        return {**state_dict, "state": state}
+
+    optimizer.register_state_dict_post_hook(gather)
+    optimizer.register_load_state_dict_pre_hook(scatter)
+
+
+def _is_per_class(value, shape: torch.Size | tuple) -> bool:
+    return torch.is_tensor(value) and value.dim() >= 1 and tuple(value.shape) == tuple(shape)
+
+
+def clip_grad_norm_(parameters: Iterable[torch.nn.Parameter], max_norm: float,
+                    heads: Iterable[PartialFC]) -> torch.Tensor:
+    """Scale the gradients of ``parameters`` (the model's, among them the ``weight`` of each head) so that the
+    norm of the whole gradient is at most ``max_norm``, as ``torch.nn.utils.clip_grad_norm_`` does with the
+    ordinary classifier: the other parameters' gradients are the same on every process (DDP averaged them), each
+    head adds the squared gradient of every process's block (a collective). Returns the norm before clipping,
+    the same on every process."""
+    heads = list(heads)
+    own = {id(head.weight) for head in heads}
+    parameters = [parameter for parameter in parameters if parameter.grad is not None]
+    shared = [parameter.grad for parameter in parameters if id(parameter) not in own]
+    device = heads[0].weight.device if heads else (shared[0].device if shared else torch.device("cpu"))
+    squared = (torch.nn.utils.get_total_norm(shared).float().to(device) ** 2 if shared
+               else torch.zeros((), device=device))
+    for head in heads:
+        squared = squared + head.squared_gradient_norm().to(device)
+    total = squared.sqrt()
+    torch.nn.utils.clip_grads_with_norm_(parameters, max_norm, total)
+    return total
+
+
+__all__ = ["INIT_BLOCK_ROWS", "PartialFC", "clip_grad_norm_", "initial_classifier_rows", "shard_optimizer_state",
+           "shard_range"]

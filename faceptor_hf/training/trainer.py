@@ -34,8 +34,9 @@ from .checkpointing import resume_checkpoint, save_checkpoint
 from .config import TrainingConfig, TrainingConfigError
 from .datasets import TaskDataError, open_dataset, open_stream
 from .errors import TrainingError
-from .model_setup import AUTOCAST_DTYPES, build_model, build_optimizer, gradient_scaler
+from .model_setup import AUTOCAST_DTYPES, build_model, build_optimizer, gradient_scaler, sharded_classifiers
 from .modeling_training import FaceptorForMultiTaskTraining
+from .partial_fc import clip_grad_norm_
 from .sampling import choose_tasks
 from .task_batches import integer_range, task_loader
 
@@ -88,11 +89,14 @@ class FaceptorTrainer:
         self.model, self.new_parameters = build_model(config)
         self.tasks = [self.model.config.get_task(spec.name) for spec in config.tasks]
         self.specs = {spec.name: spec for spec in config.tasks}
+        sharded = sharded_classifiers(config, self.model.config)
         self.processor = FaceptorImageProcessor()
         self._open_datasets()
         self._check_evaluation_data()
         self.sync_batchnorm = self._convert_sync_batchnorm()
-        training_model = FaceptorForMultiTaskTraining(self.model.config, self.num_identities, faceptor=self.model)
+        training_model = FaceptorForMultiTaskTraining(self.model.config, self.num_identities, faceptor=self.model,
+                                                      sharded_classifiers=sharded, classifier_seed=run.seed)
+        self.sharded_classifiers = dict(training_model.sharded_classifiers.items())
         self.weights = {task.name: training_model.loss_weights[task.name] for task in self.tasks}
         if run.gradient_checkpointing:
             self.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
@@ -244,6 +248,10 @@ class FaceptorTrainer:
                                       "shuffle_buffer_size": spec.shuffle_buffer_size}
             if task.name in self.num_identities:
                 entry["identities"] = self.num_identities[task.name]
+            if task.name in self.sharded_classifiers:
+                head = self.sharded_classifiers[task.name]
+                entry["classifier"] = {"sharded": True, "sample_rate": head.sample_rate,
+                                       "classes_per_process": -(-head.num_classes // head.world_size)}
             if task.name in self.eval_rows:
                 entry["evaluation"] = {"dataset": spec.eval_dataset or spec.dataset,
                                        "split": spec.eval_split or "test", "rows": len(self.eval_rows[task.name]),
@@ -325,8 +333,15 @@ class FaceptorTrainer:
             return nullcontext()
         return torch.autocast(self.accelerator.device.type, dtype=self.autocast_dtype)
 
+    def _clip_gradients(self, max_norm: float):
+        if self.sharded_classifiers:  # the norm of the whole gradient takes every process's classifier block
+            clip_grad_norm_(self.module.parameters(), max_norm, self.sharded_classifiers.values())
+        else:
+            self.accelerator.clip_grad_norm_(self.module.parameters(), max_norm)
+
     def train_step(self, iterators) -> dict[str, float]:
-        """One optimizer step (``gradient_accumulation_steps`` micro-batches); returns the mean loss per task."""
+        """One optimizer step (``gradient_accumulation_steps`` micro-batches); returns the mean loss per task over
+        the micro-batches and the processes (a sharded classifier's loss is already that of the global batch)."""
         run, accelerator = self.config.run, self.accelerator
         names = [t.name for t in self.tasks]
         totals: dict[str, float] = {}
@@ -359,14 +374,14 @@ class FaceptorTrainer:
         if finite and self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
             if run.max_grad_norm:
-                accelerator.clip_grad_norm_(self.module.parameters(), run.max_grad_norm)
+                self._clip_gradients(run.max_grad_norm)
             scale = self.scaler.get_scale()
             self.scaler.step(self.optimizer)  # skipped where a gradient overflowed
             self.scaler.update()
             self.overflow_steps += int(self.scaler.get_scale() < scale)
         elif finite:
             if run.max_grad_norm:
-                accelerator.clip_grad_norm_(self.module.parameters(), run.max_grad_norm)
+                self._clip_gradients(run.max_grad_norm)
             self.optimizer.step()
         else:
             self.skipped_steps += 1
@@ -376,6 +391,11 @@ class FaceptorTrainer:
             self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
+        if accelerator.num_processes > 1 and totals:
+            names = sorted(totals)
+            means = accelerator.reduce(torch.tensor([totals[name] for name in names], dtype=torch.float64,
+                                                    device=accelerator.device), reduction="mean")
+            totals = dict(zip(names, means.tolist()))
         return totals
 
     # ---- evaluation -----------------------------------------------------------------------------------------
