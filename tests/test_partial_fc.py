@@ -161,3 +161,39 @@ def test_two_processes_with_sampling_equal_cosface_over_the_sampled_classes(tmp_
     reference = cosface_loss(embeddings, full[chosen], torch.searchsorted(chosen, labels))
     for result in ranks:
         torch.testing.assert_close(result["loss"], reference, rtol=1e-6, atol=1e-6)
+
+
+class _GlooAccelerator:
+    """The part of an Accelerator that the overflow check uses, over the gloo process group."""
+
+    device = torch.device("cpu")
+    num_processes = 2
+
+    @staticmethod
+    def reduce(tensor, reduction="sum"):
+        dist.all_reduce(tensor)
+        return tensor
+
+
+def _overflow_worker(rank: int, init_file: str, results: str):
+    from types import SimpleNamespace
+
+    from faceptor_hf.training.trainer import FaceptorTrainer
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        head = PartialFC(WIDTH, CLASSES)
+        head.weight.grad = torch.ones_like(head.weight)
+        if rank == 1:
+            head.weight.grad[0, 0] = float("inf")  # fp16 gradients overflowed in process 1's block only
+        trainer = SimpleNamespace(sharded_classifiers={"recog": head}, accelerator=_GlooAccelerator())
+        FaceptorTrainer._share_classifier_overflow(trainer)
+        torch.save(bool(torch.isfinite(head.weight.grad).all()), os.path.join(results, f"finite{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_an_overflow_in_one_block_skips_the_step_on_every_process(tmp_path):
+    mp.spawn(_overflow_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    assert [torch.load(tmp_path / f"finite{rank}.pt") for rank in range(2)] == [False, False]

@@ -339,6 +339,24 @@ class FaceptorTrainer:
         else:
             self.accelerator.clip_grad_norm_(self.module.parameters(), max_norm)
 
+    def _share_classifier_overflow(self):
+        """Make every process see an overflow in any process's classifier block. The scaler checks the gradients
+        each process holds; the encoder's are the same everywhere (all-reduced), but a sharded block's are not, and
+        a step skipped on some processes only would leave the model replicas apart. Poisoning the local blocks with
+        inf where any block overflowed makes every scaler skip the step and shrink its scale alike."""
+        if not self.sharded_classifiers or self.accelerator.num_processes < 2:
+            return
+        heads = list(self.sharded_classifiers.values())
+        overflow = torch.zeros((), device=self.accelerator.device)
+        for head in heads:
+            if head.weight.grad is not None and not torch.isfinite(head.weight.grad).all():
+                overflow += 1
+        overflow = self.accelerator.reduce(overflow, reduction="sum")
+        if overflow.item() > 0:
+            for head in heads:
+                if head.weight.grad is not None:
+                    head.weight.grad.fill_(float("inf"))
+
     def train_step(self, iterators) -> dict[str, float]:
         """One optimizer step (``gradient_accumulation_steps`` micro-batches); returns the mean loss per task over
         the micro-batches and the processes (a sharded classifier's loss is already that of the global batch)."""
@@ -372,6 +390,7 @@ class FaceptorTrainer:
             for name, value in losses.items():
                 totals[name] = totals.get(name, 0.0) + float(value.detach()) / run.gradient_accumulation_steps
         if finite and self.scaler is not None:
+            self._share_classifier_overflow()
             self.scaler.unscale_(self.optimizer)
             if run.max_grad_norm:
                 self._clip_gradients(run.max_grad_norm)
