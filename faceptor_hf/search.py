@@ -92,6 +92,14 @@ def gallery_features(embedding_size: int, with_identity: bool):
     return datasets.Features(columns)
 
 
+def embedding_column(rows: np.ndarray):
+    """(N, D) float32 -> a pyarrow fixed-size-list column (no per-row Python objects: 1M rows in a second)."""
+    import pyarrow as pa
+
+    rows = np.ascontiguousarray(rows, dtype=np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(rows.reshape(-1)), rows.shape[1])
+
+
 def unit_rows(embeddings) -> np.ndarray:
     """(N, D) or (D,) embeddings -> (N, D) float32 rows of unit L2 norm."""
     if isinstance(embeddings, torch.Tensor):
@@ -202,12 +210,6 @@ def _input_items(inputs, identity_column: str | None, image_column: str):
 
     if isinstance(inputs, (datasets.Dataset, datasets.IterableDataset)):
         name = getattr(inputs.info, "dataset_name", None) or "dataset"
-        if identity_column is not None and not isinstance(inputs, datasets.Dataset):
-            raise FaceIndexError("identity_column needs a saved datasets.Dataset; a streamed IterableDataset is not "
-                                 "supported")
-        if identity_column is not None and identity_column not in inputs.column_names:
-            raise FaceIndexError(f"identity_column={identity_column!r}: the dataset has no such column; its columns "
-                                 f"are: {', '.join(inputs.column_names)}")
         inputs = DatasetRows(inputs, name, inputs.split and str(inputs.split), image_column=image_column)
     elif not isinstance(inputs, (ImageFiles, DatasetRows)):
         inputs = ImageFiles([inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs))
@@ -218,6 +220,11 @@ def _input_items(inputs, identity_column: str | None, image_column: str):
             raise FaceIndexError(f"identity_column={identity_column!r}: for image files the only identity source is "
                                  "'folder' (the name of each photo's folder)")
         return inputs.shard(0, 1), lambda number, name: os.path.basename(os.path.dirname(os.path.abspath(name)))
+    if not isinstance(inputs.dataset, datasets.Dataset):
+        raise FaceIndexError("identity_column needs a saved datasets.Dataset; a streamed dataset is not supported")
+    if identity_column not in inputs.dataset.column_names:
+        raise FaceIndexError(f"identity_column={identity_column!r}: the dataset has no such column; its columns are: "
+                             f"{', '.join(inputs.dataset.column_names)}")
     identities = [str(value) for value in inputs.dataset.select_columns([identity_column])[identity_column]]
     return inputs.shard(0, 1), lambda number, name: identities[number]
 
@@ -250,7 +257,8 @@ class _BuildProgress:
         import datasets
 
         part = f"part-{len(self.parts):06d}.parquet"
-        datasets.Dataset.from_list(rows, features=self.features).to_parquet(os.path.join(self.folder, part))
+        chunk = datasets.Dataset.from_list(rows, features=self.features) if rows else _empty(self.features)
+        chunk.to_parquet(os.path.join(self.folder, part))
         with open(os.path.join(self.folder, "done.jsonl"), "a", encoding="utf-8") as handle:
             handle.write(json.dumps({"run_key": self.run_key, "part": part, "inputs": input_keys}) + "\n")
         self.parts.append(part)
@@ -260,7 +268,7 @@ class _BuildProgress:
         import datasets
 
         if not self.parts:
-            return datasets.Dataset.from_list([], features=self.features)
+            return _empty(self.features)
         return datasets.concatenate_datasets([_read_parquet(os.path.join(self.folder, part)).cast(self.features)
                                               for part in self.parts])
 
@@ -277,6 +285,13 @@ def _quiet_datasets():
     finally:
         if was_enabled:
             datasets_logging.enable_progress_bar()
+
+
+def _empty(features):
+    """A Dataset of no rows with ``features`` (``Dataset.from_list([])`` loses them)."""
+    import datasets
+
+    return datasets.Dataset.from_dict({name: [] for name in features}, features=features)
 
 
 def _read_parquet(path: str):
@@ -413,7 +428,7 @@ class FaceIndex:
         with _quiet_datasets():
             # With resume_dir every chunk, earlier runs' and this one's, is a part file, in input order.
             gallery = (progress_store.all_rows() if resume_dir is not None
-                       else datasets.Dataset.from_list(collected, features=features))
+                       else datasets.Dataset.from_list(collected, features=features) if collected else _empty(features))
         report.faces = len(gallery)
         if len(gallery) == 0:
             raise FaceIndexError(f"no face to index: {report.images} images read, {report.without_face} without a "
@@ -427,6 +442,7 @@ class FaceIndex:
         """An index of bare embeddings (N, D): rows with only ``embedding`` (and ``identity``). ``options``: the
         constructor's (``index_factory``, ``search_parameters``, ``backend``, ``pipe``)."""
         import datasets
+        import pyarrow as pa
 
         rows = unit_rows(embeddings)
         columns = {}
@@ -434,11 +450,11 @@ class FaceIndex:
         if identities is not None:
             if len(identities) != len(rows):
                 raise FaceIndexError(f"{len(identities)} identities for {len(rows)} embeddings")
-            columns["identity"] = [str(value) for value in identities]
+            columns["identity"] = pa.array([str(value) for value in identities], pa.string())
             features = {"identity": datasets.Value("string"), **features}
-        columns[EMBEDDING] = rows
-        with _quiet_datasets():
-            gallery = datasets.Dataset.from_dict(columns, features=datasets.Features(features))
+        columns[EMBEDDING] = embedding_column(rows)
+        features = datasets.Features(features)
+        gallery = datasets.Dataset(pa.table(columns, schema=features.arrow_schema))
         return cls(gallery, model_info=model_info, **options)
 
     @classmethod
@@ -487,8 +503,9 @@ class FaceIndex:
                                      + (" that passes min_quality" if min_quality is not None else ""))
             size = len(table[0][EMBEDDING])
             matrix = unit_rows(np.asarray(table.with_format("numpy")[EMBEDDING], dtype=np.float32))
-            table = table.remove_columns([EMBEDDING]).add_column(EMBEDDING, list(matrix)).cast_column(
-                EMBEDDING, datasets.List(datasets.Value("float32"), length=size))
+            table = datasets.Dataset(table.remove_columns([EMBEDDING]).flatten_indices().data.table.append_column(
+                EMBEDDING, embedding_column(matrix)))
+            table = table.cast_column(EMBEDDING, datasets.List(datasets.Value("float32"), length=size))
         pipe = as_pipeline(pipe_or_model)
         model_info = None if pipe is None else model_fingerprint(pipe, pipe.recognition_task(options.pop("task", None)))
         return cls(table, model_info=model_info, pipe=pipe, **options)
@@ -557,8 +574,11 @@ class FaceIndex:
     def embedding_matrix(self) -> np.ndarray:
         """(N, D) float32 embeddings of the gallery rows (read once, kept)."""
         if self._matrix is None:
-            self._matrix = np.ascontiguousarray(self.gallery.with_format("numpy", columns=[EMBEDDING])[EMBEDDING],
-                                                dtype=np.float32)
+            # Straight from the Arrow column: the dataset's numpy formatting goes row by row.
+            column = self.gallery.with_format("arrow")[EMBEDDING]
+            column = column.combine_chunks() if hasattr(column, "combine_chunks") else column
+            values = column.flatten().to_numpy(zero_copy_only=False)
+            self._matrix = np.ascontiguousarray(values.reshape(len(self.gallery), -1), dtype=np.float32)
         return self._matrix
 
     def nearest(self, queries, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -2,7 +2,8 @@
 
 It answers the requests huggingface_hub makes to create repos and branches, upload (regular + LFS "basic"
 transfer) in single commits, and download files by branch or commit. Failures can be injected (``fail``) to check
-that a broken upload leaves no half-written revision. Model repos only.
+that a broken upload leaves no half-written revision. Model and dataset repos (one namespace: a dataset request is
+answered as the model request of the same name).
 """
 
 from __future__ import annotations
@@ -13,6 +14,15 @@ import json
 import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def as_model_path(path: str) -> str:
+    """``/api/datasets/...`` and ``/datasets/<repo>/...`` requests as their model-repo counterparts."""
+    if path.startswith("/api/datasets/"):
+        return "/api/models/" + path[len("/api/datasets/"):]
+    if path.startswith("/datasets/"):
+        return path[len("/datasets"):]
+    return path
 
 
 class FakeHub:
@@ -93,7 +103,7 @@ class FakeHub:
                 self.do_GET()
 
             def do_GET(self):
-                path = urllib.parse.unquote(urllib.parse.urlparse(self.path).path)
+                path = as_model_path(urllib.parse.unquote(urllib.parse.urlparse(self.path).path))
                 parts = path.strip("/").split("/")
                 if len(parts) >= 5 and parts[2] == "resolve":
                     repo, revision, filename = "/".join(parts[:2]), parts[3], "/".join(parts[4:])
@@ -108,6 +118,15 @@ class FakeHub:
                     etag = '"' + hashlib.sha256(content).hexdigest() + '"'
                     return self._send(200, content, {"ETag": etag, "X-Repo-Commit": oid},
                                       content_type="application/octet-stream")
+                if parts[:2] == ["api", "models"] and len(parts) >= 6 and parts[4] == "tree":
+                    # snapshot_download's file listing (list_repo_tree): every file of the revision, one page
+                    oid = hub.resolve("/".join(parts[2:4]), parts[5])
+                    if oid is None:
+                        return self._send(404, {"error": "Revision not found"}, {"X-Error-Code": "RevisionNotFound"})
+                    files = hub.repos["/".join(parts[2:4])]["commits"][oid]
+                    return self._send(200, [{"type": "file", "path": name, "size": len(content),
+                                             "oid": hashlib.sha1(content).hexdigest()}
+                                            for name, content in sorted(files.items())])
                 if parts[:2] == ["api", "models"] and len(parts) >= 4:
                     repo = "/".join(parts[2:4])
                     revision = parts[5] if len(parts) > 5 and parts[4] == "revision" else "main"
@@ -135,7 +154,7 @@ class FakeHub:
                 return self._send(404, {"error": "not found"})
 
             def do_POST(self):
-                path = urllib.parse.unquote(urllib.parse.urlparse(self.path).path)
+                path = as_model_path(urllib.parse.unquote(urllib.parse.urlparse(self.path).path))
                 parts = path.strip("/").split("/")
                 if path == "/api/repos/create":
                     body = json.loads(self._body() or b"{}")
