@@ -557,6 +557,11 @@ class FaceIndex:
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise FaceIndexError(f"{path}: cannot read the FAISS index: {reason}") from error
 
+    def set_search_parameters(self, parameters: dict) -> None:
+        """Change the FAISS search parameters (``{"nprobe": 64}`` for IVF, ``{"efSearch": 128}`` for HNSW)."""
+        self.search_parameters = dict(parameters)
+        self._apply_search_parameters()
+
     def _apply_search_parameters(self):
         if not self.search_parameters:
             return
