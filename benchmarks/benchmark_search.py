@@ -35,16 +35,18 @@ def unit(rng, count, dim) -> np.ndarray:
 
 def identity_faces(rng, count, queries, dim, per_identity=10, spread=0.9):
     """Unit embeddings grouped by identity, as a face-recognition model gives them: ``count / per_identity``
-    random identity centers, each face its center plus isotropic noise of ``spread`` times its norm (cosine to its
-    center about 0.74, between two faces of one identity about 0.55, across identities about 0). Returns (gallery
-    faces, query faces: new faces of random gallery identities)."""
+    random identity centers with exactly ``per_identity`` faces each, a face being its center plus isotropic noise
+    of ``spread`` times its norm (cosine to its center about 0.74, between two faces of one identity about 0.55,
+    across identities about 0 +- 0.045). Returns (gallery faces, query faces: new faces of random gallery
+    identities, whose exact top 10 are then the 10 gallery faces of their identity)."""
     centers = unit(rng, max(1, count // per_identity), dim)
 
     def faces(identities):
         rows = centers[identities] + spread * unit(rng, len(identities), dim)
         return rows / np.linalg.norm(rows, axis=1, keepdims=True)
 
-    return faces(rng.integers(0, len(centers), size=count)), faces(rng.integers(0, len(centers), size=queries))
+    gallery_identities = rng.permutation(np.repeat(np.arange(len(centers)), per_identity))[:count]
+    return faces(gallery_identities), faces(rng.integers(0, len(centers), size=queries))
 
 
 def time_queries(index, queries, k) -> tuple[float, float, np.ndarray]:

@@ -297,10 +297,18 @@ def _empty(features):
 def _read_parquet(path: str):
     """A parquet file written by ``Dataset.to_parquet`` as an in-memory ``Dataset`` (features restored from the
     file's metadata; nothing written to the datasets cache)."""
-    import datasets
     import pyarrow.parquet as pq
 
-    return datasets.Dataset(pq.read_table(path))
+    return in_memory_dataset(pq.read_table(path))
+
+
+def in_memory_dataset(table):
+    """``datasets.Dataset`` of a pyarrow table, with a random fingerprint: deriving one from the data hashes the
+    whole table (6 s per 100k embeddings)."""
+    import datasets
+    from datasets.fingerprint import generate_random_fingerprint
+
+    return datasets.Dataset(table, fingerprint=generate_random_fingerprint())
 
 
 # ---- the index --------------------------------------------------------------------------------------------------
@@ -454,7 +462,7 @@ class FaceIndex:
             features = {"identity": datasets.Value("string"), **features}
         columns[EMBEDDING] = embedding_column(rows)
         features = datasets.Features(features)
-        gallery = datasets.Dataset(pa.table(columns, schema=features.arrow_schema))
+        gallery = in_memory_dataset(pa.table(columns, schema=features.arrow_schema))
         return cls(gallery, model_info=model_info, **options)
 
     @classmethod
@@ -503,7 +511,7 @@ class FaceIndex:
                                      + (" that passes min_quality" if min_quality is not None else ""))
             size = len(table[0][EMBEDDING])
             matrix = unit_rows(np.asarray(table.with_format("numpy")[EMBEDDING], dtype=np.float32))
-            table = datasets.Dataset(table.remove_columns([EMBEDDING]).flatten_indices().data.table.append_column(
+            table = in_memory_dataset(table.remove_columns([EMBEDDING]).flatten_indices().data.table.append_column(
                 EMBEDDING, embedding_column(matrix)))
             table = table.cast_column(EMBEDDING, datasets.List(datasets.Value("float32"), length=size))
         pipe = as_pipeline(pipe_or_model)
@@ -533,7 +541,7 @@ class FaceIndex:
 
         if self.index_factory == "Flat":
             self.gallery.add_faiss_index(column=EMBEDDING, string_factory="Flat",
-                                         metric_type=faiss.METRIC_INNER_PRODUCT)
+                                         metric_type=faiss.METRIC_INNER_PRODUCT, batch_size=10_000)
             return
         index = faiss.index_factory(self.embedding_size, self.index_factory, faiss.METRIC_INNER_PRODUCT)
         if not index.is_trained:
