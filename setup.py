@@ -12,6 +12,7 @@ version = re.search(r'^__version__ = "([^"]+)"', (here / "faceptor_hf" / "__init
 TRAIN_EXTRA = ["accelerate>=1.15,<2", "datasets>=5.2,<6", "tensorboard>=2.21,<3", "pyyaml>=6,<7"]
 DATA_EXTRA = ["datasets>=5.2,<6", "h5py>=3.16,<4", "scipy>=1.17,<2"]
 ONNX_EXTRA = ["onnx>=1.23,<1.24", "onnxscript>=0.7,<0.8", "onnxruntime>=1.31,<1.32"]
+SEARCH_EXTRA = ["datasets>=5.2,<6", "faiss-cpu>=1.15,<2", "scipy>=1.17,<2"]
 
 setup(
     name="faceptor-hf",
@@ -48,11 +49,14 @@ setup(
         # with onnx 1.23.2, onnxscript 0.7.2, onnxruntime 1.31.1. None of them depends on torch. On a GPU, install
         # onnxruntime-gpu of the same minor version instead of onnxruntime (the two cannot live side by side).
         "onnx": ONNX_EXTRA,
+        # Face search (faceptor_hf.search): galleries as datasets, FAISS indexes (tested with faiss-cpu 1.15.1;
+        # without faiss an exact numpy search gives the same results), agglomerative clustering with scipy.
+        "search": SEARCH_EXTRA,
         # Tests only: OpenCV is the official pipeline's resampler, the reference the dataset crops are checked
         # against (tested with opencv-python-headless 5.1.0.95); the package itself does not use it.
         # Tests and lint: OpenCV only as the reference the dataset crops are compared against; ruff as run by CI.
         "dev": ["pytest>=8,<10", "opencv-python-headless>=5.1,<6", "ruff>=0.17,<0.18", *TRAIN_EXTRA, *DATA_EXTRA,
-                *ONNX_EXTRA],
+                *ONNX_EXTRA, *SEARCH_EXTRA],
     },
     entry_points={"console_scripts": ["faceptor-hf=faceptor_hf.commands:main"]},
     classifiers=[

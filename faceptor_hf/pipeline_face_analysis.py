@@ -7,7 +7,8 @@
 Photos are paths, http(s) URLs, ``data:`` URIs, bytes, PIL images, numpy arrays or torch tensors (see
 ``image_loading``). Faces of all given images share model batches of ``batch_size`` faces. Each face: ``box``
 [x1, y1, x2, y2], ``score``, ``keypoints`` (5 x 2) in image pixels and ``tasks`` (task name -> decoded result, see
-``FaceptorImageProcessor.post_process_face_analysis``).
+``FaceptorImageProcessor.post_process_face_analysis``) and ``quality`` (detector score, face size, sharpness, yaw,
+roll, visible fraction and a combined score; see ``face_quality``).
 
     pipe.verify("a.jpg", "b.jpg")                 # {"similarity": 0.71, "same": True, "threshold": ...}
 
@@ -35,7 +36,10 @@ from torch.utils.data import DataLoader
 from transformers.pipelines.base import ChunkPipeline, no_collate_fn
 from transformers.pipelines.pt_utils import PipelineChunkIterator, PipelineIterator, PipelinePackIterator
 
+from .face_alignment import transform_points
 from .face_detection import RetinaFaceDetector
+from .face_quality import FACE_PART_LABELS, check_min_quality, face_quality, laplacian_variance, passes_quality
+from .face_quality import visible_fraction as face_visible_fraction
 from .image_loading import ImageLoadError, image_name, load_image
 from .image_processing_faceptor import FaceGeometry, FaceInputError, FaceptorImageProcessor, check_options
 from .modeling_faceptor import FaceptorOutput
@@ -406,6 +410,7 @@ class FaceAnalysisPipeline(ChunkPipeline):
             for name in recognition:
                 outputs.task_logits[name] = outputs.task_logits[name] + mirrored.task_logits[name]
         has_face = batch["has_face"]
+        out["quality/sharpness"] = _per_item(self._crop_sharpness(small, dense), has_face)
         for name, logits in outputs.task_logits.items():
             out[f"task_logits/{name}"] = _per_item(logits, has_face)
         for name, points in (outputs.landmarks or {}).items():
@@ -419,15 +424,48 @@ class FaceAnalysisPipeline(ChunkPipeline):
             return {"error": str(photo.error), "input": photo.error.source}
         if photo.geometry.num_faces == 0:
             return []
-        fields = {"task_logits": {}, "landmarks": {}}
+        fields = {"task_logits": {}, "landmarks": {}, "quality": {}}
         for key in face_outputs[0]:
             if "/" in key:
                 field, name = key.split("/", 1)
                 fields[field][name] = torch.cat([output[key] for output in face_outputs])
         outputs = FaceptorOutput(task_logits=fields["task_logits"], landmarks=fields["landmarks"] or None,
                                  untrained=True if getattr(self.model, "is_untrained", False) else None)
-        return self.image_processor.post_process_face_analysis(outputs, photo.geometry, self._task_list(tasks),
-                                                               mask_format)[0]
+        faces = self.image_processor.post_process_face_analysis(outputs, photo.geometry, self._task_list(tasks),
+                                                                mask_format)[0]
+        qualities = face_quality(photo.geometry.face_boxes, photo.geometry.face_keypoints,
+                                 photo.geometry.face_scores, fields["quality"]["sharpness"],
+                                 self._visible_fraction(outputs.task_logits, photo.geometry, tasks))
+        for face, quality in zip(faces, qualities):
+            face["quality"] = quality
+        return faces
+
+    def _crop_sharpness(self, small: torch.Tensor | None, dense: torch.Tensor | None) -> torch.Tensor:
+        """(K,) ``laplacian_variance`` of the K faces' 112-px crops, in [0, 1] intensities (the dense crop
+        area-resized to 112 px when only dense tasks ran)."""
+        model_input, crops = ("pixel_values", small) if small is not None else ("dense_pixel_values", dense)
+        mean, std = (torch.tensor(values, device=crops.device, dtype=torch.float32).view(1, -1, 1, 1)
+                     for values in self.image_processor.normalization(model_input))
+        pixels = (crops.float() * std + mean).clamp(0, 1)
+        if model_input == "dense_pixel_values":
+            pixels = torch.nn.functional.interpolate(pixels, size=(112, 112), mode="area")
+        return laplacian_variance(pixels)
+
+    def _visible_fraction(self, task_logits: dict, geometry: FaceGeometry, tasks) -> torch.Tensor | None:
+        """(F,) ``face_quality.visible_fraction`` from the first mask task whose labels name face parts, in its
+        crop; None when no such task ran."""
+        for task in self._task_list(tasks):
+            face_part = torch.tensor([label in FACE_PART_LABELS for label in task.labels])
+            if task.name not in task_logits or task.task_type.spatial != "mask" or not face_part.any():
+                continue
+            logits = task_logits[task.name]
+            crop = self.image_processor.crop_size(task.model_input)
+            matrices = (geometry.dense_affine_matrices if task.model_input == "dense_pixel_values"
+                        else geometry.affine_matrices)
+            points = transform_points(matrices.cpu(), geometry.face_keypoints.to(torch.float64).cpu())
+            points = points * (logits.shape[-1] / crop)
+            return face_visible_fraction(logits.argmax(1).cpu(), face_part, points)
+        return None
 
     def _task_list(self, tasks):
         config = self.model.config
@@ -435,29 +473,41 @@ class FaceAnalysisPipeline(ChunkPipeline):
             return [t for t in config.tasks]
         return [config.get_task(name) for name in ([tasks] if isinstance(tasks, str) else tasks)]
 
+    def recognition_task(self, task: str | None = None) -> str:
+        """The name of the face-recognition (embedding) task to use: ``task`` checked, or the model's first one.
+        Raises ``ValueError`` when the model has none or ``task`` is not one."""
+        config = self.model.config
+        recognition = [t.name for t in config.tasks if t.readout == "embedding"]
+        if task is None:
+            if not recognition:
+                raise ValueError(f"this model has no face-recognition task (tasks: {config.task_names})")
+            return recognition[0]
+        if task not in recognition:
+            raise ValueError(f"task {task!r} is not a face-recognition (embedding) task; those are {recognition}")
+        return task
+
     def verify(self, image_a, image_b, *, threshold: float = VERIFICATION_THRESHOLD, task: str | None = None,
-               flip: bool = True, **options) -> dict:
+               flip: bool = True, min_quality=None, **options) -> dict:
         """Are the faces of two photos the same person?
 
         Uses the most confident face of each photo (or the given ``face_keypoints``/``face_boxes`` per photo in
         ``options``) and the official verification protocol: embedding(face) + embedding(mirrored face), L2
         normalised (``flip=False`` skips the mirror pass). Returns ``{"similarity": cosine in [-1, 1], "same":
         similarity >= threshold, "threshold": threshold, "faces": [face_a, face_b]}``; raises
-        ``FaceAnalysisError`` naming the photo that has no face.
+        ``FaceAnalysisError`` naming the photo that has no face, or whose face fails ``min_quality`` (a combined
+        quality score in [0, 1] or a dict of named thresholds, see ``face_quality.passes_quality``).
         """
-        config = self.model.config
-        recognition = [t.name for t in config.tasks if t.readout == "embedding"]
-        if task is None:
-            if not recognition:
-                raise ValueError(f"this model has no face-recognition task (tasks: {config.task_names})")
-            task = recognition[0]
-        elif task not in recognition:
-            raise ValueError(f"task {task!r} is not a face-recognition (embedding) task; those are {recognition}")
+        check_min_quality(min_quality)
+        task = self.recognition_task(task)
         faces = self([image_a, image_b], **{**options, "tasks": [task], "flip_recognition": flip, "max_faces": 1})
         for index, found in enumerate(faces):
             if not found:
                 source = image_name((image_a, image_b)[index], index)
                 raise FaceAnalysisError(f"{source}: no face found to verify", index, source)
+            if not passes_quality(found[0].get("quality"), min_quality):
+                source = image_name((image_a, image_b)[index], index)
+                raise FaceAnalysisError(f"{source}: face quality {found[0]['quality']} is below min_quality="
+                                        f"{min_quality!r}", index, source)
         embeddings = [torch.tensor(found[0]["tasks"][task]["embedding"]) for found in faces]
         similarity = float(embedding_similarity(embeddings[0], embeddings[1]))
         result = {"similarity": round(similarity, 6), "same": similarity >= threshold, "threshold": threshold,

@@ -22,7 +22,8 @@ PACKAGE = Path(__file__).parent.parent / "faceptor_hf"
 MODEL_FILES = {"configuration_faceptor.py", "modeling_faceptor.py", "task_types.py", "task_decoding.py"}
 PROCESSOR_FILES = {"image_processing_faceptor.py", "face_alignment.py", "dataset_crops.py", "tanh_warp.py",
                    "image_loading.py", "task_types.py", "task_decoding.py"}
-PIPELINE_FILES = MODEL_FILES | PROCESSOR_FILES | {"pipeline_face_analysis.py", "face_detection.py"}
+PIPELINE_FILES = MODEL_FILES | PROCESSOR_FILES | {"pipeline_face_analysis.py", "face_detection.py",
+                                                     "face_quality.py"}
 # What a remote-code loader must have installed: the standard library and the design card's packages, nothing of
 # faceptor_hf.
 ALLOWED_ABSOLUTE = set(sys.stdlib_module_names) | {"numpy", "PIL", "torch", "transformers", "huggingface_hub",

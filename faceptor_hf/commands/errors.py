@@ -24,7 +24,7 @@ class CommandError(Exception):
 USER_ERRORS = frozenset({
     "CommandError", "ModelLoadError", "AnalysisInputError", "ConversionError", "EncoderCheckpointError",
     "OnnxExportError", "MissingOnnxDependency", "TrainingConfigError", "TaskDataError", "TrainingExampleError",
-    "TrainingError",
+    "TrainingError", "FaceIndexError",
 })
 EXIT_USER_ERROR = 2
 
