@@ -1,5 +1,5 @@
 """ONNX Runtime vs PyTorch, in one process on the same weights: 6-task analysis of aligned faces and the whole
-face-analysis pipeline, in faces/s; optionally an int8-quantised export, with its output drift per head.
+face-analysis pipeline, in faces/s; optionally an int8-quantized export, with its output drift per head.
 
 Model rows (interleaved repetitions, best of ``--iters``): the per-task PyTorch baseline that stands in for the
 official code (encoder and decoder again for every task, as ``benchmark_inference.py``), PyTorch one-pass, ONNX
@@ -113,7 +113,7 @@ def main(argv=None):
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--iters", type=int, default=3)
-    parser.add_argument("--int8", action="store_true", help="also export and time an int8-quantised folder")
+    parser.add_argument("--int8", action="store_true", help="also export and time an int8-quantized folder")
     parser.add_argument("--fp16", action="store_true", help="also export and time a float16 folder (GPUs)")
     parser.add_argument("--skip-baseline", action="store_true", help="leave out the per-task PyTorch baseline")
     parser.add_argument("--pipeline-images", type=int, default=3, help="1080p photos for the pipeline rows (0: none)")

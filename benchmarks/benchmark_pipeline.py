@@ -1,7 +1,7 @@
 """Whole-pipeline throughput (decode, detect, align, analyze, post-process) on 1080p photos with 5 faces each.
 
 Compares one batched call over all photos against one call per photo, in the same process, and reports the share
-of time per stage: ``stage_timer`` wraps the pipeline's stage methods from outside (synchronising the GPU around
+of time per stage: ``stage_timer`` wraps the pipeline's stage methods from outside (synchronizing the GPU around
 each), so the pipeline itself never waits for the device. The photos are built from the repository's example
 portraits, pasted at several sizes.
 
@@ -51,7 +51,7 @@ STAGES = {"decode": ((), "decode"), "detect": ((), "detect"), "align": (("image_
 @contextmanager
 def stage_timer(pipe):
     """Inside the block, ``seconds[stage]`` accumulates the wall time of each stage method of ``pipe``
-    (device-synchronised before and after each call); the methods are restored on exit."""
+    (device-synchronized before and after each call); the methods are restored on exit."""
     seconds = dict.fromkeys(STAGES, 0.0)
 
     def synchronize():

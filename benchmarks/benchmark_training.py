@@ -5,7 +5,7 @@ the official Base recipe, scaled by ``--batch-scale``):
 * ours: each input group (112 / 512 px) through the encoder once, each task's head on its own rows
   (``FaceptorModel.forward_task_batches``), SDPA attention, optional bf16 autocast, optional gradient
   checkpointing;
-* official path: fp32, eager attention with materialised weights, the same grouping (the official solver also
+* official path: fp32, eager attention with materialized weights, the same grouping (the official solver also
   concatenates a size group), one decoder call per task.
 Both steps are ``FaceptorForMultiTaskTraining`` forward passes that return the loss (the registry's losses, official
 formulas); the step includes backward and an AdamW update.

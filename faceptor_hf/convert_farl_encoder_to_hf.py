@@ -21,7 +21,7 @@ Accepted layouts:
 
 The encoder shape must be the model's (ViT-B/16 for every preset: patch 16, width 768, 12 blocks); anything else is
 a ``EncoderCheckpointError`` naming the mismatching key and both shapes. Decoder and heads keep their fresh
-initialisation and the model stays flagged untrained until it is trained.
+initialization and the model stays flagged untrained until it is trained.
 """
 
 from __future__ import annotations
@@ -319,7 +319,7 @@ def load_encoder_checkpoint(model: FaceptorModel, source: str, revision: str | N
 def build_from_encoder(source: str, preset: str = "base", config_overrides: dict | None = None,
                        revision: str | None = None, token=None) -> tuple[FaceptorModel, EncoderInit]:
     """A complete model of ``preset`` whose encoder comes from ``source`` and whose decoder and heads are freshly
-    initialised (flagged untrained)."""
+    initialized (flagged untrained)."""
     try:
         config = FaceptorConfig.from_preset(preset, **(config_overrides or {}))
     except (TypeError, ValueError) as error:

@@ -93,7 +93,7 @@ def matrix_scale(matrices: torch.Tensor) -> torch.Tensor:
 
 def sampling_grid(matrices: torch.Tensor, source_size: tuple[int, int], out_size: tuple[int, int]) -> torch.Tensor:
     """grid_sample grid (F, h, w, 2) that fills a crop of ``out_size`` from a source of ``source_size`` (h, w)
-    through the crop matrices (image -> crop). align_corners=False normalisation: (p + 0.5) / size * 2 - 1."""
+    through the crop matrices (image -> crop). align_corners=False normalization: (p + 0.5) / size * 2 - 1."""
     inverse = invert_affine(matrices)
     out_h, out_w = out_size
     src_h, src_w = source_size
@@ -103,10 +103,10 @@ def sampling_grid(matrices: torch.Tensor, source_size: tuple[int, int], out_size
     grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
     crop_points = torch.stack([grid_x, grid_y], -1).reshape(1, -1, 2).expand(matrices.shape[0], -1, -1)
     source_points = transform_points(inverse, crop_points)
-    normalised = torch.empty_like(source_points)
-    normalised[..., 0] = (source_points[..., 0] + 0.5) / src_w * 2 - 1
-    normalised[..., 1] = (source_points[..., 1] + 0.5) / src_h * 2 - 1
-    return normalised.reshape(-1, out_h, out_w, 2)
+    normalized = torch.empty_like(source_points)
+    normalized[..., 0] = (source_points[..., 0] + 0.5) / src_w * 2 - 1
+    normalized[..., 1] = (source_points[..., 1] + 0.5) / src_h * 2 - 1
+    return normalized.reshape(-1, out_h, out_w, 2)
 
 
 def _halve(image: torch.Tensor) -> torch.Tensor:

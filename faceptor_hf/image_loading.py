@@ -73,7 +73,7 @@ def _open(image, name: str, max_pixels: int) -> PIL.Image.Image:
         except (PIL.Image.DecompressionBombError, PIL.Image.DecompressionBombWarning) as error:
             raise ImageLoadError(f"{name}: image too large to decode safely ({error})") from error
         except PIL.UnidentifiedImageError as error:
-            raise ImageLoadError(f"{name}: not a recognised image file") from error
+            raise ImageLoadError(f"{name}: not a recognized image file") from error
         except OSError as error:
             raise ImageLoadError(f"{name}: cannot be read ({error})") from error
         width, height = opened.size

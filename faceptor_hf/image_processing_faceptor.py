@@ -146,7 +146,7 @@ class FaceptorImageProcessor(BaseImageProcessor):
 
     Args:
         size, dense_size (`dict`): crop sizes of the two branches (112 and 512).
-        image_mean, image_std / dense_image_mean, dense_image_std: per-branch normalisation.
+        image_mean, image_std / dense_image_mean, dense_image_std: per-branch normalization.
         dense_face_scale (`float`): face size in the dense crop relative to FaRL's template.
         box_face_scale (`float`): face size relative to the crop when only a box is known.
         max_image_size (`int`): images whose longer side exceeds this are processed at that size (results are

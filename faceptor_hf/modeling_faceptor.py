@@ -41,11 +41,11 @@ class FaceptorOutput(ModelOutput):
             never extra work. None without ``pixel_values``, or when every selected 112-px task reads shallower
             blocks. Being the first field that is set, it is ``output[0]``: what transformers'
             ``image-feature-extraction`` pipeline returns without ``pool``.
-        pooler_output: (B, embedding_size) the face-recognition embedding L2-normalised (the first recognition
+        pooler_output: (B, embedding_size) the face-recognition embedding L2-normalized (the first recognition
             task among the selected ones, in config order; one pass, no mirror sum), or None when no recognition
             task ran. What the ``image-feature-extraction`` pipeline returns with ``pool=True``.
         task_logits: task name -> raw head output, exactly as the official heads produce it:
-            embedding tasks (B, embedding_size) before L2 normalisation; value tasks (B, Q) logits;
+            embedding tasks (B, embedding_size) before L2 normalization; value tasks (B, Q) logits;
             parsing (B, C, 4S, 4S) mask logits before upsampling to the crop size; landmarks (B, N, 4S, 4S)
             heatmap logits before the sigmoid.
         landmarks: landmark task name -> (B, N, 2) XY points in [0, 1] of the dense crop, decoded from the heatmaps
@@ -81,8 +81,8 @@ class FaceptorOutput(ModelOutput):
 
 
 def init_scheme(scheme: str, *modules: nn.Module) -> None:
-    """Tag the modules that own parameters with the initialisation ``FaceptorPreTrainedModel._init_weights`` gives
-    them. transformers initialises module by module (the ones whose own parameters are missing), so the role of a
+    """Tag the modules that own parameters with the initialization ``FaceptorPreTrainedModel._init_weights`` gives
+    them. transformers initializes module by module (the ones whose own parameters are missing), so the role of a
     layer must be readable on the layer itself, not only on the block that contains it."""
     for module in modules:
         module.init_scheme = scheme
@@ -136,7 +136,7 @@ class FaceptorAttention(nn.Module):
             v = self.v_proj(value_states)
         implementation = self.config._attn_implementation
         if output_attentions and implementation != "eager":
-            # only the eager path materialises the weights; the other kernels never form them
+            # only the eager path materializes the weights; the other kernels never form them
             logger.warning_once(f"`output_attentions=True` is not supported by the {implementation!r} attention; "
                                 "falling back to eager attention for these calls. Load the model with "
                                 "attn_implementation=\"eager\" to silence this warning.")
@@ -288,7 +288,7 @@ class FaceptorVisionEncoder(nn.Module):
 # Faceptor heads: query decoder with Layer-Attention, and the three readouts
 # ---------------------------------------------------------------------------------------------------------------
 def anchor_sine_code(grid: tuple[int, int], num_features: int, device, temperature: float = 10000.0) -> torch.Tensor:
-    """(Sh*Sw, 2*num_features) code of the normalised token centers: y code then x code, each with interleaved
+    """(Sh*Sw, 2*num_features) code of the normalized token centers: y code then x code, each with interleaved
     sin/cos pairs sharing a frequency 2*pi / temperature**(2*(k//2)/num_features); tokens in row-major order."""
     height, width = grid
     y = (torch.arange(height, dtype=torch.float32, device=device) + 0.5) / height
@@ -429,7 +429,7 @@ class FaceptorQueryDecoder(nn.Module):
 
 
 class FaceptorRecognitionHead(nn.Module):
-    """Per-token LayerNorm, mean over tokens, Linear-BN-Linear-BN -> embedding (not L2-normalised)."""
+    """Per-token LayerNorm, mean over tokens, Linear-BN-Linear-BN -> embedding (not L2-normalized)."""
 
     def __init__(self, config: FaceptorConfig, embedding_size: int):
         super().__init__()
@@ -626,7 +626,7 @@ class FaceptorPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module):
-        """Initialise the parameters a module owns directly (transformers calls this for every module whose own
+        """Initialize the parameters a module owns directly (transformers calls this for every module whose own
         parameters are not loaded: fresh models, missing keys, new tasks), so each layer is set by its type and by
         the ``init_scheme`` its block tagged it with at construction.
 
@@ -753,7 +753,7 @@ class FaceptorModel(FaceptorPreTrainedModel):
                 f"{name} has shape {tuple(pixels.shape)}: height and width must be positive multiples of the patch "
                 f"size {patch} (112 for pixel_values, 512 for dense_pixel_values)")
         if not pixels.is_floating_point():
-            raise TypeError(f"{name} must be a normalised floating-point tensor, got {pixels.dtype}; "
+            raise TypeError(f"{name} must be a normalized floating-point tensor, got {pixels.dtype}; "
                             "use FaceptorImageProcessor to turn images into model inputs")
 
     def _select_tasks(self, tasks, inputs: dict[str, torch.Tensor | None]) -> list[FaceptorTask]:

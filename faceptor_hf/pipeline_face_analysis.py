@@ -1,7 +1,7 @@
 """``pipeline("face-analysis")``: detect, align, analyze and decode every face of one or many photos.
 
     pipe = pipeline("face-analysis", model="path/to/faceptor", device=0, dtype=torch.bfloat16)
-    faces = pipe("photo.jpg")                     # list of faces (JSON-serialisable dicts)
+    faces = pipe("photo.jpg")                     # list of faces (JSON-serializable dicts)
     per_image = pipe(["a.jpg", "b.png"], batch_size=64)
 
 Photos are paths, http(s) URLs, ``data:`` URIs, bytes, PIL images, numpy arrays or torch tensors (see
@@ -175,7 +175,7 @@ class FaceAnalysisPipeline(ChunkPipeline):
     skip detection), ``detector`` (any callable, see ``faceptor_hf.face_detection``), ``score_threshold``,
     ``mask_format`` ("list", "rle" or "numpy"), ``batch_size`` (faces per model call), ``num_workers`` (decoding
     threads), ``on_error`` ("raise", or "return" to get ``{"error": ...}`` for a failing image and keep the rest),
-    ``flip_recognition`` (sum the embeddings of the face and its mirror image before normalising, as the official
+    ``flip_recognition`` (sum the embeddings of the face and its mirror image before normalizing, as the official
     verification protocol does; one extra 112-px encoder pass).
 
     Construction options: ``detector`` (the default detector), ``backend`` ("pytorch" or "onnxruntime": raise
@@ -405,7 +405,7 @@ class FaceAnalysisPipeline(ChunkPipeline):
                              tasks=[task.name for task in selected])
         recognition = [task.name for task in selected if task.readout == "embedding"]
         if flip_recognition and recognition:
-            # official verification protocol: embedding(face) + embedding(mirrored face), then normalise
+            # official verification protocol: embedding(face) + embedding(mirrored face), then normalize
             mirrored = self.model(pixel_values=small.flip(-1).to(self.device, dtype), tasks=recognition)
             for name in recognition:
                 outputs.task_logits[name] = outputs.task_logits[name] + mirrored.task_logits[name]
@@ -492,7 +492,7 @@ class FaceAnalysisPipeline(ChunkPipeline):
 
         Uses the most confident face of each photo (or the given ``face_keypoints``/``face_boxes`` per photo in
         ``options``) and the official verification protocol: embedding(face) + embedding(mirrored face), L2
-        normalised (``flip=False`` skips the mirror pass). Returns ``{"similarity": cosine in [-1, 1], "same":
+        normalized (``flip=False`` skips the mirror pass). Returns ``{"similarity": cosine in [-1, 1], "same":
         similarity >= threshold, "threshold": threshold, "faces": [face_a, face_b]}``; raises
         ``FaceAnalysisError`` naming the photo that has no face, or whose face fails ``min_quality`` (a combined
         quality score in [0, 1] or a dict of named thresholds, see ``face_quality.passes_quality``).

@@ -2,7 +2,7 @@
 whose borders squeeze the whole image plane into the frame. LaPa trains and tests with ``warp_factor`` 0.8; 0 is a plain
 affine crop.
 
-Coordinates follow the official (blueprint) convention: pixel-index points (pixel center = integer), normalised
+Coordinates follow the official (blueprint) convention: pixel-index points (pixel center = integer), normalized
 per axis as q = x / size * 2 - 1 (divided by the size, not size - 1, so q = 0 sits at index size / 2). With
 wf = ``warp_factor``, the band |q| <= 1 - wf stays linear; outside it
 
@@ -43,7 +43,7 @@ def tanh_warp_points(points: torch.Tensor, size: int, warp_factor: float) -> tor
 
 def untanh_warp_points(points: torch.Tensor, size: int, warp_factor: float) -> torch.Tensor:
     """(..., 2) points of the tanh-warped ``size`` crop -> (..., 2) aligned-crop points (float64). The atanh argument
-    is clipped to 0.999 as officially, so the frame's outer pixels see at most ~3.24 normalised units out."""
+    is clipped to 0.999 as officially, so the frame's outer pixels see at most ~3.24 normalized units out."""
     _check_factor(warp_factor)
     points = torch.as_tensor(points, dtype=torch.float64)
     if warp_factor == 0:

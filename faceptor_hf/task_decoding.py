@@ -21,7 +21,7 @@ def _exact(tensor: torch.Tensor) -> torch.Tensor:
 
 def expected_age(logits: torch.Tensor) -> torch.Tensor:
     """(B, K) age-bin logits -> (B,) years: p_k = sigmoid(z_k) / sum_j sigmoid(z_j), age = sum_k k * p_k (official
-    DLDL-v2 read-out: sigmoid + L1 normalisation, not softmax)."""
+    DLDL-v2 read-out: sigmoid + L1 normalization, not softmax)."""
     weights = torch.sigmoid(_exact(logits))
     weights = weights / weights.sum(-1, keepdim=True)
     bins = torch.arange(logits.shape[-1], dtype=weights.dtype, device=weights.device)
@@ -49,13 +49,13 @@ def class_predictions(logits: torch.Tensor) -> torch.Tensor:
 
 
 def normalized_embedding(embedding: torch.Tensor) -> torch.Tensor:
-    """(B, D) raw recognition embedding -> (B, D) L2-normalised (the official verification protocol normalises
+    """(B, D) raw recognition embedding -> (B, D) L2-normalized (the official verification protocol normalizes
     after summing the embeddings of a face and its mirror image: pass that sum here)."""
     return F.normalize(_exact(embedding), dim=-1)
 
 
 def embedding_similarity(embedding_a: torch.Tensor, embedding_b: torch.Tensor) -> torch.Tensor:
-    """(..., D) x (..., D) raw or normalised embeddings -> (...) cosine similarity in [-1, 1].
+    """(..., D) x (..., D) raw or normalized embeddings -> (...) cosine similarity in [-1, 1].
 
     For unit vectors, squared L2 distance (the official verification score) = 2 - 2 * cosine."""
     return (normalized_embedding(embedding_a) * normalized_embedding(embedding_b)).sum(-1)

@@ -49,7 +49,7 @@ INPUT_SIZE_OF = {"pixel_values": 112, "dense_pixel_values": 512}
 
 @dataclass
 class FaceptorTask:
-    """One task of a model: JSON-serialisable (``to_dict``) and stored in the config.
+    """One task of a model: JSON-serializable (``to_dict``) and stored in the config.
 
     Attributes:
         name: unique task name, e.g. ``"align_300w"``.

@@ -27,7 +27,7 @@ def astronaut():
 
 @pytest.mark.parametrize("mode", ["L", "LA", "RGBA", "P", "CMYK", "I;16", "1"])
 def test_image_modes_decode_to_rgb(astronaut, tmp_path, mode):
-    """Every image becomes RGB: the FaRL encoder takes 3 channels and each branch has its fixed normalisation, so
+    """Every image becomes RGB: the FaRL encoder takes 3 channels and each branch has its fixed normalization, so
     transformers' common image-processor tests that switch ``do_convert_rgb`` off or feed 4-channel arrays with
     per-call ``image_mean`` / ``image_std`` cannot apply."""
     if mode == "I;16":
@@ -69,7 +69,7 @@ def test_corrupt_truncated_empty_and_foreign_files(tmp_path):
         load_image(tmp_path / "cut.jpg")
     with pytest.raises(ImageLoadError, match=r"zero\.jpg: empty file"):
         load_image(tmp_path / "zero.jpg")
-    with pytest.raises(ImageLoadError, match=r"notes\.png: not a recognised image"):
+    with pytest.raises(ImageLoadError, match=r"notes\.png: not a recognized image"):
         load_image(tmp_path / "notes.png")
     with pytest.raises(ImageLoadError, match=r"garbage\.jpg"):
         load_image(tmp_path / "garbage.jpg")

@@ -1,4 +1,4 @@
-"""The official metrics (faceptor_hf.evaluation.metrics) on small hand-computed cases: NME and its normalisers, the
+"""The official metrics (faceptor_hf.evaluation.metrics) on small hand-computed cases: NME and its normalizers, the
 CED's failure rate and Simpson AUC (with the official grid artifact and the pre-1.11 SciPy even-count rule), pooled
 parsing F1 with NaN for absent classes, age, expression and attribute accuracy with the official rounding, and the
 10-fold verification protocol with a hand-checkable threshold."""
@@ -13,7 +13,7 @@ from faceptor_hf.evaluation import metrics
 
 
 # ---- landmarks ----------------------------------------------------------------------------------------------------
-def test_nme_is_the_mean_point_error_over_the_normaliser_per_image():
+def test_nme_is_the_mean_point_error_over_the_normalizer_per_image():
     targets = np.array([[[0.0, 0.0], [10.0, 0.0]], [[0.0, 0.0], [0.0, 20.0]]])
     predictions = targets + np.array([[[3.0, 4.0], [0.0, 0.0]], [[6.0, 8.0], [0.0, -10.0]]])
     # image 0: errors 5 and 0 over d = 10 -> 0.25; image 1: errors 10 and 10 over d = 20 -> 0.5
@@ -30,7 +30,7 @@ def test_nme_is_the_mean_point_error_over_the_normaliser_per_image():
     (19, "inter_ocular", [6], [11]), (98, "inter_pupil", [96], [97]), (19, "inter_pupil", [7], [10]),
     (68, "inter_pupil", list(range(36, 42)), list(range(42, 48))),
 ])
-def test_eye_normalisers_use_each_dataset_s_points(count, name, left, right):
+def test_eye_normalizers_use_each_dataset_s_points(count, name, left, right):
     targets = np.full((1, count, 2), 1000.0)  # every other point far away: only the named ones may count
     spread = np.arange(len(left)) * 2.0 - (len(left) - 1)  # x offsets summing to 0: the left centroid is (0, 0)
     targets[0, left] = np.stack([spread, np.zeros(len(left))], -1)
@@ -38,7 +38,7 @@ def test_eye_normalisers_use_each_dataset_s_points(count, name, left, right):
     assert metrics.landmark_normalizers(name, targets) == pytest.approx([50.0])
 
 
-def test_box_normalisers_and_their_errors():
+def test_box_normalizers_and_their_errors():
     targets = np.zeros((2, 19, 2))
     boxes = np.array([[10.0, 20.0, 40.0, 140.0], [0.0, 0.0, 8.0, 2.0]])  # w 30 h 120; w 8 h 2
     np.testing.assert_allclose(metrics.landmark_normalizers("box", targets, boxes), [60.0, 4.0])
@@ -51,7 +51,7 @@ def test_box_normalisers_and_their_errors():
     five = np.zeros((1, 5, 2))
     five[0, 1] = [3.0, 4.0]
     assert metrics.landmark_normalizers("inter_ocular", five, points=([0], [1])) == pytest.approx([5.0])
-    with pytest.raises(ValueError, match="unknown NME normaliser"):
+    with pytest.raises(ValueError, match="unknown NME normalizer"):
         metrics.landmark_normalizers("eyes", targets)
 
 

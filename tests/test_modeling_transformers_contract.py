@@ -1,4 +1,4 @@
-"""What a transformers user relies on beyond the forward pass: weight initialisation of fresh models, missing keys and
+"""What a transformers user relies on beyond the forward pass: weight initialization of fresh models, missing keys and
 new tasks; ``output_loading_info``; ``output_attentions``; input embeddings for adapters.
 
 transformers' own common model tests (tests/test_modeling_common.py of its release) cover the same ground for
@@ -27,7 +27,7 @@ def build(config, seed=0):
     return FaceptorModel(config).eval()
 
 
-# ---- initialisation -----------------------------------------------------------------------------------------------
+# ---- initialization -----------------------------------------------------------------------------------------------
 # (parameter-name pattern, expected distribution) in the order of FaceptorPreTrainedModel._init_weights' docstring;
 # ("normal", std), ("uniform", low, high), ("zeros",). A std given as None is fan_in ** -0.5 of the tensor.
 DOCUMENTED_INIT = [
@@ -52,7 +52,7 @@ def fan_in(weight):
 
 def assert_documented_init(model: FaceptorModel):
     """Every parameter and buffer finite and drawn as FaceptorPreTrainedModel._init_weights documents: normal draws
-    are pooled per rule (standardised), so their std is checked on thousands of values even in a tiny model."""
+    are pooled per rule (standardized), so their std is checked on thousands of values even in a tiny model."""
     config = model.config
     state = dict(model.named_parameters()) | dict(model.named_buffers())
     for name, tensor in state.items():
@@ -76,9 +76,9 @@ def assert_documented_init(model: FaceptorModel):
                 rule[1], rule[1]) or fan_in(tensor) ** -0.5
             pooled.setdefault(rule, []).append(values / std)
     for rule, parts in pooled.items():
-        standardised = torch.cat(parts)
-        assert standardised.numel() >= 256, rule
-        assert abs(standardised.mean()) < 0.15 and 0.85 < standardised.std() < 1.15, (rule, standardised.std())
+        standardized = torch.cat(parts)
+        assert standardized.numel() >= 256, rule
+        assert abs(standardized.mean()) < 0.15 and 0.85 < standardized.std() < 1.15, (rule, standardized.std())
     # everything else by layer type: norms 1/0 (BatchNorm statistics 0/1/0), other layers PyTorch's default
     for module_name, module in model.named_modules():
         prefix = f"{module_name}." if module_name else ""
@@ -104,13 +104,13 @@ VARIANTS = {"faceptor": {}, "layer_attention": {"layer_attention": True}, "naive
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_fresh_model_is_initialised_as_documented(variant):
+def test_fresh_model_is_initialized_as_documented(variant):
     assert_documented_init(build(tiny_config(**VARIANTS[variant])))
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_missing_keys_are_initialised_as_documented(variant):
-    """transformers 5 builds the model on the meta device and initialises only modules whose own weights are missing;
+def test_missing_keys_are_initialized_as_documented(variant):
+    """transformers 5 builds the model on the meta device and initializes only modules whose own weights are missing;
     a rule on a container block would never run (uninitialised memory: NaN, +-1e38)."""
     torch.manual_seed(0)
     model = FaceptorModel.from_pretrained(None, config=tiny_config(**VARIANTS[variant]), state_dict={})
@@ -128,7 +128,7 @@ def test_partly_missing_weights_keep_the_loaded_ones():
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_new_task_from_pretrained_is_initialised_and_trains(tmp_path, variant):
+def test_new_task_from_pretrained_is_initialized_and_trains(tmp_path, variant):
     """The usual fine-tuning start: a saved model plus a task it never had. The new task's weights are the only
     missing keys, get the documented init, and one optimizer step on them gives finite outputs."""
     build(tiny_config(**VARIANTS[variant])).save_pretrained(tmp_path)

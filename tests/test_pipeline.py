@@ -29,7 +29,7 @@ def test_one_image_in_one_list_of_faces_out(pipe):
     faces = pipe(str(IMAGES / "astronaut.png"))
     assert isinstance(faces, list) and len(faces) == 1
     face = faces[0]
-    json.dumps(faces)  # JSON-serialisable as returned
+    json.dumps(faces)  # JSON-serializable as returned
     assert set(face) >= {"box", "score", "keypoints", "tasks"}
     assert set(face["tasks"]) == set(SIX_TASKS)
     x1, y1, x2, y2 = face["box"]
@@ -89,7 +89,7 @@ def test_bad_inputs_in_a_batch_are_reported_and_others_kept(pipe, tmp_path):
                    on_error="return")
     assert len(results[0]) == 1
     assert "empty file" in results[1]["error"]
-    assert "not a recognised image" in results[2]["error"]
+    assert "not a recognized image" in results[2]["error"]
     assert "no such file" in results[3]["error"]
     with pytest.raises(FaceAnalysisError, match="empty file"):
         pipe(str(tmp_path / "empty.jpg"))

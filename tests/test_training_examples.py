@@ -59,13 +59,13 @@ def row_for(column: str) -> dict:
 
 
 def crop_intensity(example, builder) -> torch.Tensor:
-    """(S, S) mean over channels of the un-normalised crop, in [0, 1]."""
+    """(S, S) mean over channels of the un-normalized crop, in [0, 1]."""
     mean, std = (torch.tensor(values)[:, None, None] for values in builder.processor.normalization(
         builder.task.model_input))
     return (example["pixel_values"] * std + mean).mean(0)
 
 
-# ---- shapes, dtypes, normalisation ------------------------------------------------------------------------------
+# ---- shapes, dtypes, normalization ------------------------------------------------------------------------------
 @pytest.mark.parametrize("train", [False, True])
 @pytest.mark.parametrize("column", list(TASKS))
 def test_each_column_gives_its_target_shape_and_dtype(column, train):
@@ -312,7 +312,7 @@ BAD_ROWS = [
     ("identity", {"identity": -1}, "'recog_ms1mv3', column 'identity'.*identity -1 is out of range"),
     ("identity", {"identity": 2.5}, "column 'identity'.*must be an integer"),
     ("values", {"values": [1.0, 2.0, 3.0]}, "'pose_x', column 'values'.*3 values"),
-    ("age", {"image": b"not an image"}, "'age_morph2', column 'image'.*not a recognised image"),
+    ("age", {"image": b"not an image"}, "'age_morph2', column 'image'.*not a recognized image"),
     ("landmarks", {"face_box": [10.0, 10.0, 10.0, 30.0]}, "'align_x', column 'face_box'.*no area"),
 ]
 

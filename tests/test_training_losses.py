@@ -55,7 +55,7 @@ def test_cosface_matches_a_loop_computation():
 
 # ---- age (DLDL-v2) ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("age", [0.0, 30.0, 30.5, 100.0])
-def test_age_distribution_is_the_normalised_gaussian(age):
+def test_age_distribution_is_the_normalized_gaussian(age):
     distribution = losses.age_label_distribution(torch.tensor([age]))[0]
     pdf = [math.exp(-(k - age) ** 2 / 8) / (math.sqrt(2 * math.pi) * 2) for k in range(101)]
     assert distribution.sum().item() == pytest.approx(1.0, abs=1e-6)
@@ -65,7 +65,7 @@ def test_age_distribution_is_the_normalised_gaussian(age):
         assert distribution[30].item() == pytest.approx(distribution[31].item(), rel=1e-6)
 
 
-def test_age_loss_is_kl_plus_l1_of_the_normalised_sigmoid():
+def test_age_loss_is_kl_plus_l1_of_the_normalized_sigmoid():
     logits = torch.tensor([[0.5, -1.0, 2.0, 0.0, -0.5], [1.0, 1.0, -2.0, 0.3, 0.7]])
     ages = [1.0, 3.5]
     kl, l1 = 0.0, 0.0

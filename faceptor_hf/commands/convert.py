@@ -3,7 +3,7 @@
 * an official Faceptor checkpoint (``--checkpoint``, ``faceptor_hf.convert_faceptor_original_to_hf``): the trained
   model, or
 * a FaRL or CLIP image encoder (``--encoder-checkpoint`` with ``--preset``, ``faceptor_hf.convert_farl_encoder_to_hf``):
-  where the paper's training starts — encoder from the checkpoint, decoder and heads freshly initialised.
+  where the paper's training starts — encoder from the checkpoint, decoder and heads freshly initialized.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "convert", help="convert an official Faceptor checkpoint, or start a model from a FaRL/CLIP encoder",
         description="Write a faceptor-hf folder (config.json, model.safetensors, preprocessor_config.json) from an "
-                    "official Faceptor checkpoint (checkpoint_rank0_iter_*.pth.tar), or a freshly initialised "
+                    "official Faceptor checkpoint (checkpoint_rank0_iter_*.pth.tar), or a freshly initialized "
                     "model of a preset whose encoder comes from FaRL / CLIP (the paper's starting point for "
                     "training).", formatter_class=HelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         variant = model.config.variant_name
         print(f"wrote {variant} to {args.output}: encoder from {info.source} ({info.layout}; position grid "
               f"{info.source_grid}x{info.source_grid} resized to {info.target_grid}x{info.target_grid}; "
-              f"{info.dropped} unused tensors dropped); decoder and heads freshly initialised, flagged untrained "
+              f"{info.dropped} unused tensors dropped); decoder and heads freshly initialized, flagged untrained "
               "until trained")
         message = f"Add {variant} with its encoder from {info.source} (untrained heads)"
     if args.push_to_hub:

@@ -47,7 +47,7 @@ def register(subparsers) -> None:
     precision.add_argument("--fp16", action="store_true",
                            help="float16 graphs (for GPUs; ONNX Runtime's CPU kernels are float32)")
     precision.add_argument("--int8", action="store_true",
-                           help="dynamic int8 quantisation of the Faceptor graphs' matrix weights (faster on CPUs; "
+                           help="dynamic int8 quantization of the Faceptor graphs' matrix weights (faster on CPUs; "
                                 "outputs drift, see benchmarks/RESULTS.md)")
     graph.add_argument("--no-detector", action="store_true", help="do not export the RetinaFace detector")
     graph.add_argument("--allow-unregistered-task-types", action="store_true",

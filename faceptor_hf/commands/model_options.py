@@ -25,7 +25,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, device_and_dtype: bool 
     group.add_argument("--random-weights", action="store_true",
                        help="untrained Faceptor-Base instead of --model, to exercise the code path (its config and "
                             "outputs record that it is untrained)")
-    group.add_argument("--seed", type=int, default=0, help="random seed of the --random-weights initialisation")
+    group.add_argument("--seed", type=int, default=0, help="random seed of the --random-weights initialization")
     if device_and_dtype:
         group.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or N (a CUDA device index)")
         group.add_argument("--dtype", default="float32", choices=DTYPES, help="model weights and activations")

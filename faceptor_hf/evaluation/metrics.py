@@ -32,7 +32,7 @@ def _same_length(name: str, first: np.ndarray, second: np.ndarray):
 
 
 # ---- landmarks ----------------------------------------------------------------------------------------------------
-# Normaliser points (0-based) of the official landmark sets, by point count (docs/datasets-and-evaluation.md §5.1).
+# Normalizer points (0-based) of the official landmark sets, by point count (docs/datasets-and-evaluation.md §5.1).
 # A pair of index lists means the distance between the means of the two lists (300W's inter-pupil uses eye centroids).
 NORMALIZER_POINTS = {
     "inter_ocular": {68: ([36], [45]), 98: ([60], [72]), 29: ([8], [9]), 19: ([6], [11])},
@@ -43,14 +43,14 @@ NORMALIZERS = tuple(NORMALIZER_POINTS) + BOX_NORMALIZERS
 
 
 def landmark_normalizers(name: str, targets, boxes=None, points=None) -> np.ndarray:
-    """Per-image NME normaliser d (N,) float64.
+    """Per-image NME normalizer d (N,) float64.
 
     Args:
         name: ``inter_ocular`` / ``inter_pupil`` (distance between the dataset's eye points, chosen by the point
             count: 300W 68, WFLW 98, COFW 29, AFLW-19 19), ``box`` (sqrt(w * h) of ``boxes``) or ``box_diagonal``
             (sqrt(w^2 + h^2)).
         targets: (N, L, 2) ground-truth points.
-        boxes: (N, 4) x1, y1, x2, y2 (only the side lengths matter); needed by the box normalisers.
+        boxes: (N, 4) x1, y1, x2, y2 (only the side lengths matter); needed by the box normalizers.
         points: ``(left_indices, right_indices)`` for a landmark set the table does not know.
     """
     targets = _array(targets)
@@ -58,20 +58,20 @@ def landmark_normalizers(name: str, targets, boxes=None, points=None) -> np.ndar
         raise ValueError(f"targets must have shape (N, L, 2), got {targets.shape}")
     if name in BOX_NORMALIZERS:
         if boxes is None:
-            raise ValueError(f"the {name!r} normaliser needs face boxes (x1, y1, x2, y2 per image)")
+            raise ValueError(f"the {name!r} normalizer needs face boxes (x1, y1, x2, y2 per image)")
         boxes = _array(boxes)
         if boxes.shape != (len(targets), 4):
             raise ValueError(f"boxes must have shape ({len(targets)}, 4), got {boxes.shape}")
         width, height = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
         return np.sqrt(width * height) if name == "box" else np.sqrt(width * width + height * height)
     if name not in NORMALIZER_POINTS:
-        raise ValueError(f"unknown NME normaliser {name!r}; known: {', '.join(NORMALIZERS)}")
+        raise ValueError(f"unknown NME normalizer {name!r}; known: {', '.join(NORMALIZERS)}")
     count = targets.shape[1]
     if points is None:
         if count not in NORMALIZER_POINTS[name]:
             raise ValueError(f"no {name} points are known for {count}-point landmarks (known for "
                              f"{sorted(NORMALIZER_POINTS[name])} points); pass points=(left, right) or use a box "
-                             "normaliser")
+                             "normalizer")
         points = NORMALIZER_POINTS[name][count]
     left, right = (list(np.atleast_1d(side)) for side in points)
     return np.linalg.norm(targets[:, left].mean(1) - targets[:, right].mean(1), axis=-1)
@@ -79,7 +79,7 @@ def landmark_normalizers(name: str, targets, boxes=None, points=None) -> np.ndar
 
 def landmark_nme(predictions, targets, normalizers) -> np.ndarray:
     """Per-image NME (N,) float64: the mean over all L points (visible or not) of ||p_hat - p|| / d, predictions
-    and targets (N, L, 2) in original-image pixels, normalisers d (N,)."""
+    and targets (N, L, 2) in original-image pixels, normalizers d (N,)."""
     predictions, targets, normalizers = _array(predictions), _array(targets), _array(normalizers)
     if predictions.shape != targets.shape:
         raise ValueError(f"landmark predictions {predictions.shape} and targets {targets.shape} differ in shape")
@@ -244,7 +244,7 @@ def verification_accuracy(embeddings, is_same, folds=10) -> tuple[float, float]:
     """(mean, std) of the k-fold verification accuracy in percent.
 
     ``embeddings`` (2P, D) hold pair i in rows 2i and 2i+1 and are used as given (the protocol passes the
-    L2-normalised flip-summed embeddings); ``is_same`` (P,) bool; ``folds`` = k contiguous folds in pair order
+    L2-normalized flip-summed embeddings); ``is_same`` (P,) bool; ``folds`` = k contiguous folds in pair order
     or a (P,) array of fold ids. Per fold, the threshold t of 0, 0.01, ..., 3.99 with the best accuracy of
     "same iff squared L2 distance < t" on the other folds (the first one on ties) is scored on the fold;
     std is the population std over folds."""

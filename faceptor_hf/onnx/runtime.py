@@ -47,7 +47,7 @@ def _providers_for(device: torch.device) -> list:
 
 
 def default_session_options():
-    """All graph optimisations (constant folding, LayerNorm/GELU/attention fusions, layout changes), and worker
+    """All graph optimizations (constant folding, LayerNorm/GELU/attention fusions, layout changes), and worker
     threads that sleep rather than spin between runs: in the pipeline, PyTorch's alignment and post-processing run
     between graph calls and would otherwise share the cores with spinning threads (about 5 % of pipeline speed on
     2 cores, and no loss for the graphs themselves)."""

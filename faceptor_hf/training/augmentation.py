@@ -3,7 +3,7 @@
 
 * 112-px crops (``Augmentation112``): horizontal flip, RandAugment as the official timm setting
   ``rand-m9-mstd0.5-inc1`` (2 ops, magnitude N(9, 0.5), the increasing-severity op set, gray fill 128), then random
-  erasing on the normalised tensor (p 0.25, per-pixel N(0, 1) noise). Recognition uses the flip only.
+  erasing on the normalized tensor (p 0.25, per-pixel N(0, 1) noise). Recognition uses the flip only.
 * 512-px crops (``Augmentation512``): a random similarity about the crop center composed with the row's crop matrix
   (landmarks: uniform shift / rotation / scale; parsing: Gaussian rotation and scale), photometric changes on the
   warped [0, 1] image (landmarks: occlusion, noise fusion, gray, gamma, blur; parsing: gray, gamma, blur), and —
@@ -52,7 +52,7 @@ class Augmentation112:
         rand_augment_magnitude, rand_augment_magnitude_std: magnitude ~ N(mean, std) per op, clipped to [0, 10].
         rand_augment_probability: chance that each drawn op is applied.
         fill: gray level of the area that rotations, shears and translations uncover.
-        erasing_probability: chance of one random-erasing box (on the normalised tensor, N(0, 1) noise).
+        erasing_probability: chance of one random-erasing box (on the normalized tensor, N(0, 1) noise).
         erasing_area: box area range, as fractions of the image.
         erasing_aspect: box height/width range (drawn log-uniformly).
     """
@@ -354,7 +354,7 @@ def rand_augment(image: torch.Tensor, settings: Augmentation112, generator: np.r
 
 
 def random_erasing(pixels: torch.Tensor, settings: Augmentation112, generator: np.random.Generator) -> torch.Tensor:
-    """On a normalised (3, H, W) tensor: with ``erasing_probability``, fill one box with N(0, 1) noise per pixel
+    """On a normalized (3, H, W) tensor: with ``erasing_probability``, fill one box with N(0, 1) noise per pixel
     and channel; area fraction ~ U(erasing_area), aspect log-uniform in ``erasing_aspect``, up to 10 tries to fit
     the box inside the image."""
     if settings.erasing_probability <= 0 or generator.random() >= settings.erasing_probability:

@@ -1,4 +1,4 @@
-"""Dataset row (common schema, ``docs/datasets-and-evaluation.md`` §S) -> training example: the normalised crop and
+"""Dataset row (common schema, ``docs/datasets-and-evaluation.md`` §S) -> training example: the normalized crop and
 the task's target.
 
     builder = TaskExampleBuilder(task, train=True, zoom=0.8)
@@ -338,7 +338,7 @@ class TaskExampleBuilder:
     def __call__(self, row: dict, generator: np.random.Generator, index: int | None = None) -> dict:
         """One example from a row; ``index`` (the row number) only makes error messages more precise.
 
-        Returns ``{"pixel_values": (3, S, S) float32 normalised, "target": tensor}``; all randomness comes from
+        Returns ``{"pixel_values": (3, S, S) float32 normalized, "target": tensor}``; all randomness comes from
         ``generator``."""
         for column in (IMAGE, self.column):
             if row.get(column) is None:

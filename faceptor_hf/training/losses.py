@@ -41,7 +41,7 @@ def cosface_loss(embeddings: torch.Tensor, classifier_weight: torch.Tensor, labe
     """CosFace (official ``MarginCosineProductLoss``): mean cross-entropy of s * (cos - m * onehot).
 
     Args:
-        embeddings: (B, D) raw recognition head output (not normalised).
+        embeddings: (B, D) raw recognition head output (not normalized).
         classifier_weight: (K, D) class centers.
         labels: (B,) int64 identity ids in 0 .. K-1.
     cos = (x . W_c) / max(|x| |W_c|, 1e-8), the clamp applied to the product of the norms as officially.
@@ -56,7 +56,7 @@ def cosface_loss(embeddings: torch.Tensor, classifier_weight: torch.Tensor, labe
 
 def age_label_distribution(ages: torch.Tensor, num_bins: int = 101, sigma: float = 2.0) -> torch.Tensor:
     """(B,) ages in years -> (B, num_bins) DLDL-v2 target: the Gaussian pdf with ``sigma`` around the age, taken at
-    k = 0 .. num_bins - 1 and L1-normalised.
+    k = 0 .. num_bins - 1 and L1-normalized.
 
     As the official age datasets build it: pdf values in float64, stored as float32, then divided by their float32
     sum (``F.normalize(p=1)``). The official labels are integer years; the age here is used unrounded, which is the
@@ -73,7 +73,7 @@ def age_loss(logits: torch.Tensor, ages: torch.Tensor, sigma: float = 2.0) -> to
     error of the expected age.
 
     Args:
-        logits: (B, K) age-bin logits; p = sigmoid(logits) L1-normalised over the K bins.
+        logits: (B, K) age-bin logits; p = sigmoid(logits) L1-normalized over the K bins.
         ages: (B,) float years; q = ``age_label_distribution(ages, K, sigma)``.
     """
     with _float32(logits, ages) as (z, years):
@@ -141,7 +141,7 @@ def landmark_loss(heatmap_logits: torch.Tensor, points: torch.Tensor, crop_size:
 
     Args:
         heatmap_logits: (B, N, h, w) raw landmark head output (``task_logits``).
-        points: (B, N, 2) pixel-index XY in the ``crop_size`` crop; normalised as g = (p + 0.5) / crop_size.
+        points: (B, N, 2) pixel-index XY in the ``crop_size`` crop; normalized as g = (p + 0.5) / crop_size.
         heatmap_size: the official loss resizes the logits to this size (bilinear, align_corners=False; a no-op
             for the 128 x 128 maps of Faceptor) before the BCE against ``landmark_heatmaps``.
     Distance term: mean over batch and points of |g - c|_2, c the official sigmoid-weighted centroid of the

@@ -100,7 +100,7 @@ class FaceptorForMultiTaskTraining(FaceptorPreTrainedModel):
             DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(self, ignored)
         self.loss_weights = {task.name: task.loss_weight for task in faceptor.config.tasks}
         self.register_load_state_dict_pre_hook(_read_earlier_module_names)
-        self.post_init()  # initialises the classifiers only: every module of ``faceptor`` already holds its weights
+        self.post_init()  # initializes the classifiers only: every module of ``faceptor`` already holds its weights
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module):

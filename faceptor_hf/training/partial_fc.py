@@ -20,7 +20,7 @@ draws the same classes.
 Gradients, and why they equal the ordinary classifier's: with the ordinary classifier each process computes the
 mean loss of its own b samples and DDP averages gradients, which is the gradient of the global mean. Here every
 process computes the global mean directly; its classifier block gets the exact gradient of that mean (blocks are not
-synchronised: they must be left out of DDP, see ``ignored_by_ddp``), and the gathered embeddings' gradients are
+synchronized: they must be left out of DDP, see ``ignored_by_ddp``), and the gathered embeddings' gradients are
 summed over the processes and multiplied by W on the way back, so that DDP's averaging of the encoder gradients
 divides that factor out again.
 
@@ -42,8 +42,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-# Rows drawn per seeded block when initialising a classifier: any split of the rows over processes then gets the
-# same values as one process initialising the whole matrix.
+# Rows drawn per seeded block when initializing a classifier: any split of the rows over processes then gets the
+# same values as one process initializing the whole matrix.
 INIT_BLOCK_ROWS = 4096
 
 
@@ -172,7 +172,7 @@ class PartialFC(nn.Module):
         sample_rate: share of this process's classes scored per step, in (0, 1]; the labels of the global batch
             are always among them.
         seed: seeds the initial weights (``initial_classifier_rows``) and the class sampling.
-        rank, world_size: this process's place (default: the initialised process group, else 0 of 1).
+        rank, world_size: this process's place (default: the initialized process group, else 0 of 1).
     """
 
     def __init__(self, embedding_size: int, num_classes: int, scale: float = 64.0, margin: float = 0.4,

@@ -199,15 +199,15 @@ class FaceptorTrainer:
 
     def _convert_sync_batchnorm(self) -> str:
         """Naive Faceptor's UPerNet heads use SyncBatchNorm officially; ``run.sync_batchnorm`` converts their
-        BatchNorms where statistics can be synchronised (several CUDA processes: torch's SyncBatchNorm has no CPU
+        BatchNorms where statistics can be synchronized (several CUDA processes: torch's SyncBatchNorm has no CPU
         kernel). Returns what was done, for the plan."""
         if not self.config.run.sync_batchnorm:
             return "off"
         heads = getattr(self.model, "naive_dense_heads", None)
         if heads is None or not len(heads):
-            return "on, but the model has no Naive dense heads (nothing to synchronise)"
+            return "on, but the model has no Naive dense heads (nothing to synchronize)"
         if self.accelerator.num_processes < 2:
-            return "on, one process: plain BatchNorm (nothing to synchronise)"
+            return "on, one process: plain BatchNorm (nothing to synchronize)"
         if self.accelerator.device.type != "cuda":
             return "on, but SyncBatchNorm needs CUDA: plain BatchNorm per process"
         for name, head in list(heads.items()):

@@ -54,9 +54,9 @@ NATIVE_PARTS = {
     "test_full": ("helen/testset", "lfpw/testset", "ibug"),
 }
 IMAGE_EXTENSIONS = (".jpg", ".png", ".jpeg", ".JPG", ".PNG", ".JPEG")
-# 0-based point groups whose centroids' distance normalises NME (docs/datasets-and-evaluation.md §5.1); the first is the
+# 0-based point groups whose centroids' distance normalizes NME (docs/datasets-and-evaluation.md §5.1); the first is the
 # reported one.
-NME_NORMALISERS = {"inter_ocular": ((36,), (45,)), "inter_pupil": (tuple(range(36, 42)), tuple(range(42, 48)))}
+NME_NORMALIZERS = {"inter_ocular": ((36,), (45,)), "inter_pupil": (tuple(range(36, 42)), tuple(range(42, 48)))}
 ANNOTATION_SOURCES = ("hrnet_csv", "native")
 
 LAYOUT = ("data_dir holds HRNet's face_landmarks_300w_{train,valid_common,valid_challenge,valid}.csv and the iBUG "
@@ -66,7 +66,7 @@ PROTOCOL = (
     "Splits: train 3,148 (face_landmarks_300w_train.csv), test_common 554 (valid_common), test_challenge 135 "
     "(valid_challenge), test_full 689 (valid = common + challenge). landmarks = HRNet CSV values - 2.0, face_box = "
     "square of side 200*scale about (center_w - 2, center_h - 2); the reader zooms 0.8 about the crop center. "
-    "NME normalisers (0-based points): inter_ocular = |p36 - p45| (reported), inter_pupil = |mean(p36..p41) - "
+    "NME normalizers (0-based points): inter_ocular = |p36 - p45| (reported), inter_pupil = |mean(p36..p41) - "
     "mean(p42..p47)| (logged). Column subset: train / common / challenge. annotations='native' reads the .pts "
     "files instead (values - 1.0, box = square about the landmark extent); see the module docstring for the gap.")
 

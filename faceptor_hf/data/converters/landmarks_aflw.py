@@ -28,16 +28,16 @@ MAT_FILE = "AFLWinfo_release.mat"
 TRAIN_FACES = 20000
 SPLITS = ("train", "test", "test_frontal")
 IMAGE_FOLDERS = ("data/flickr", "flickr")
-# 0-based point groups whose centroids' distance normalises NME (docs/datasets-and-evaluation.md §5.1); AFLW's reported
-# normaliser is the box diagonal instead (PROTOCOL).
-NME_NORMALISERS = {"inter_ocular": ((6,), (11,)), "inter_pupil": ((7,), (10,))}
+# 0-based point groups whose centroids' distance normalizes NME (docs/datasets-and-evaluation.md §5.1); AFLW's reported
+# normalizer is the box diagonal instead (PROTOCOL).
+NME_NORMALIZERS = {"inter_ocular": ((6,), (11,)), "inter_pupil": ((7,), (10,))}
 
 LAYOUT = ("data_dir holds AFLWinfo_release.mat and the AFLW images as data/flickr/{0,2,3}/imageXXXXX.jpg (or "
           "flickr/{0,2,3}/... directly in data_dir)")
 PROTOCOL = (
     "Splits: train = ra[:20000] (0-based ra), test = ra[20000:] (full, 4,386), test_frontal = test faces with all "
     "19 mask_new flags set. face_box = the stored bbox (left, top, right, bottom), not squared; the reader zooms "
-    "1.0. landmarks = stored values (no offset). NME normalisers: diag = sqrt(w^2 + h^2) of face_box (reported by "
+    "1.0. landmarks = stored values (no offset). NME normalizers: diag = sqrt(w^2 + h^2) of face_box (reported by "
     "the paper, on test), box = sqrt(w * h) of face_box (AUC and FR at 0.07 use it), and (0-based points) "
     "inter_ocular = |p6 - p11|, inter_pupil = |p7 - p10|. All 19 points are scored whatever their visibility. "
     "Columns: visible (mask_new), aflw_index (0-based row in the .mat).")

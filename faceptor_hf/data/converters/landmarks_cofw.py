@@ -34,14 +34,14 @@ SPLITS = ("train", "test")
 MAT_FILES = {"train": ("COFW_train_color.mat", "COFW_train.mat"), "test": ("COFW_test_color.mat", "COFW_test.mat")}
 VARIABLES = {"train": ("IsTr", "phisTr"), "test": ("IsT", "phisT")}
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-# 0-based point groups whose centroids' distance normalises NME (docs/datasets-and-evaluation.md §5.1).
-NME_NORMALISERS = {"inter_ocular": ((8,), (9,))}
+# 0-based point groups whose centroids' distance normalizes NME (docs/datasets-and-evaluation.md §5.1).
+NME_NORMALIZERS = {"inter_ocular": ((8,), (9,))}
 
 LAYOUT = "data_dir holds COFW_train_color.mat and COFW_test_color.mat (HRNet's color MATLAB v7.3 files)"
 PROTOCOL = (
     "Splits: train 1,345 (COFW_train_color.mat), test 507 (COFW_test_color.mat). landmarks = the stored values (no "
     "offset); face_box = HRNet's square about the ground-truth points (train and test); the reader zooms 0.8. NME "
-    "normaliser (0-based points): inter_ocular = |p8 - p9| (HRNet's 29-point convention; outer eye corners), with "
+    "normalizer (0-based points): inter_ocular = |p8 - p9| (HRNet's 29-point convention; outer eye corners), with "
     "FR and AUC at 0.1. Column occluded: the release's 29 occlusion flags (not used by the official loss or metric).")
 
 

@@ -32,9 +32,9 @@ SPLITS = ("train", "test") + tuple(f"test_{subset}" for subset in SUBSETS)
 FLAG_COLUMNS = tuple(f"is_{subset}" for subset in SUBSETS)
 NATIVE_LIST_FOLDERS = ("WFLW_annotations/list_98pt_rect_attr_train_test", "list_98pt_rect_attr_train_test", "")
 NATIVE_FIELDS = 2 * NUM_POINTS + 4 + len(SUBSETS) + 1
-# 0-based point groups whose centroids' distance normalises NME (docs/datasets-and-evaluation.md §5.1); the first is the
+# 0-based point groups whose centroids' distance normalizes NME (docs/datasets-and-evaluation.md §5.1); the first is the
 # reported one.
-NME_NORMALISERS = {"inter_ocular": ((60,), (72,)), "inter_pupil": ((96,), (97,))}
+NME_NORMALIZERS = {"inter_ocular": ((60,), (72,)), "inter_pupil": ((96,), (97,))}
 ANNOTATION_SOURCES = ("hrnet_csv", "native")
 # Landmark values are compared at this many decimals when matching rows across CSVs (they share one writer).
 MATCH_DECIMALS = 3
@@ -47,7 +47,7 @@ PROTOCOL = (
     "Splits: train 7,500, test 2,500, and the test attribute subsets test_largepose 326, test_expression 314, "
     "test_illumination 698, test_makeup 206, test_occlusion 736, test_blur 773 (HRNet CSVs). landmarks = CSV values "
     "(no offset); face_box = square of side 200*scale about (center_w, center_h); the reader zooms 0.8. NME "
-    "normalisers (0-based points): inter_ocular = |p60 - p72| (reported), inter_pupil = |p96 - p97|; FR and AUC at "
+    "normalizers (0-based points): inter_ocular = |p60 - p72| (reported), inter_pupil = |p96 - p97|; FR and AUC at "
     "0.1 on inter_ocular. The paper reports test only. Columns is_<subset>: attribute flags (None for train rows "
     "from the CSVs). annotations='native' reads the release's lists (box = square about the landmark extent).")
 
