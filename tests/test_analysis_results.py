@@ -2,6 +2,7 @@
 per face with typed columns, a card, one shard per process; ``load_results`` / ``datasets.load_dataset`` read it;
 resume still works; ``--push-to-hub`` publishes it as a dataset repository (loopback Hub server)."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -20,7 +21,7 @@ from faceptor_hf.analysis import analyze_inputs
 from faceptor_hf.commands import main
 from faceptor_hf.loading import ModelSource, load_model
 from faceptor_hf.results_dataset import ResultsError, plan_columns, shard_paths, write_shard
-from faceptor_hf.task_types import TaskType, get_task_type, register_task_type
+from faceptor_hf.task_types import get_task_type, register_task_type
 
 from conftest import IMAGES
 
@@ -57,7 +58,7 @@ def test_one_typed_row_per_face_equal_to_the_records(pipe, tmp_path):
     faces = load_results(out)
     tasks = ["age_morph2.age", "biattr_celeba.attributes", "affect_affectnet.label", "affect_affectnet.scores",
              "parsing_celebam.mask", "align_300w.points"]
-    assert faces.column_names == [*FACE_COLUMNS, "embedding", *tasks]
+    assert faces.column_names == [*FACE_COLUMNS, "embedding", "quality", *tasks]
     features = faces.features
     assert features["embedding"] == datasets.List(datasets.Value("float32"), length=512)
     assert features["keypoints"] == datasets.List(datasets.List(datasets.Value("float32"), length=2), length=5)
@@ -106,7 +107,7 @@ def test_resume_keeps_one_current_row_per_face(pipe, tmp_path):
     again = analyze_inputs(pipe, [photos], out, output_format="parquet", **options)
     assert (again.written, again.skipped) == (1, 3)  # only the failed input is tried again
     first = load_results(out)
-    assert first.column_names == [*FACE_COLUMNS, "embedding", "age_morph2.age"] and len(first) == 2
+    assert first.column_names == [*FACE_COLUMNS, "embedding", "quality", "age_morph2.age"] and len(first) == 2
 
     # A changed photo is analyzed again and appended; its old record no longer counts.
     shutil.copy(IMAGES / "astronaut.png", photos / "grace_hopper.jpg")
@@ -135,8 +136,8 @@ def test_masks_without_files_and_shards_of_another_run(pipe, tmp_path):
 def test_columns_come_from_the_registry(tmp_path):
     """Column names and kinds per task type; a type without table columns is kept as JSON; a second recognition
     task keeps its own name; a face's quality dict becomes a struct column."""
-    register_task_type(TaskType(**{**get_task_type("regression").__dict__, "name": "pose_tables_test",
-                                   "table_columns": None}), exist_ok=True)
+    register_task_type(dataclasses.replace(get_task_type("regression"), name="pose_tables_test", table_columns=None),
+                       exist_ok=True)
     tasks = [make_task("recog_ms1mv3"), make_task("recog_extra", task_type="recog", embedding_size=4),
              make_task("pose_head", task_type="pose_tables_test", labels=["yaw", "pitch"]),
              make_task("expression", task_type="classification", labels=["calm", "joy"])]
@@ -212,7 +213,7 @@ def test_push_to_hub_publishes_a_dataset_repository(checkpoint, tmp_path):
         line = next(line for line in result.stdout.splitlines() if line.startswith("RESULT "))
         outcome = json.loads(line[len("RESULT "):])
         assert outcome == {"code": 0, "rows": 1,
-                           "columns": [*FACE_COLUMNS, "embedding", "age_morph2.age"]}, outcome
+                           "columns": [*FACE_COLUMNS, "embedding", "quality", "age_morph2.age"]}, outcome
         files = hub.files("datasets/user/results")
         assert sorted(files) == ["README.md", "data/train-00000-of-00001.parquet"]
         assert files["README.md"] == (tmp_path / "out" / "README.md").read_bytes()

@@ -275,5 +275,5 @@ def test_hub_round_trip_on_the_loopback_server(index, tmp_path):
                                 text=True, timeout=300)
         assert result.returncode == 0, result.stderr[-3000:] + "\n" + "\n".join(hub.unknown)
         assert json.loads(result.stdout.strip().splitlines()[-1]) == {"rows": 4, "same": True}
-        files = hub.files("user/faces")
+        files = hub.files("datasets/user/faces")
         assert {"README.md", "face_index.json", "faiss.index", "data/train-00000-of-00001.parquet"} <= set(files)
