@@ -13,6 +13,9 @@ TRAIN_EXTRA = ["accelerate>=1.15,<2", "datasets>=5.2,<6", "tensorboard>=2.21,<3"
 DATA_EXTRA = ["datasets>=5.2,<6", "h5py>=3.16,<4", "scipy>=1.17,<2"]
 ONNX_EXTRA = ["onnx>=1.23,<1.24", "onnxscript>=0.7,<0.8", "onnxruntime>=1.31,<1.32"]
 SEARCH_EXTRA = ["datasets>=5.2,<6", "faiss-cpu>=1.15,<2", "scipy>=1.17,<2"]
+VIDEO_EXTRA = ["av>=18.1,<19", "scipy>=1.17,<2"]
+DEMO_EXTRA = ["gradio>=6.31,<7", "gradio_client>=2.7,<3", *VIDEO_EXTRA]
+SERVE_EXTRA = ["fastapi>=0.165,<1", "uvicorn>=0.55,<1", "python-multipart>=0.0.34,<0.1"]
 
 setup(
     name="faceptor-hf",
@@ -52,11 +55,23 @@ setup(
         # Face search (faceptor_hf.search): galleries as datasets, FAISS indexes (tested with faiss-cpu 1.15.1;
         # without faiss an exact numpy search gives the same results), agglomerative clustering with scipy.
         "search": SEARCH_EXTRA,
+        # Video with face tracks (faceptor_hf.video): PyAV reads and writes any container FFmpeg knows (tested with
+        # av 18.1.1); tracks are matched with scipy's linear_sum_assignment.
+        "video": VIDEO_EXTRA,
+        # The Gradio demo (`faceptor-hf demo`, faceptor_hf.demo.build_demo; tested with gradio 6.31.0) and its
+        # client; its Video tab needs the video extra.
+        "demo": DEMO_EXTRA,
+        # The REST server (`faceptor-hf serve`): FastAPI + uvicorn, multipart uploads (tested with fastapi 0.165.0,
+        # uvicorn 0.55.0, python-multipart 0.0.34).
+        "serve": SERVE_EXTRA,
         # Tests only: OpenCV is the official pipeline's resampler, the reference the dataset crops are checked
         # against (tested with opencv-python-headless 5.1.0.95); the package itself does not use it.
         # Tests and lint: OpenCV only as the reference the dataset crops are compared against; ruff as run by CI.
-        "dev": ["pytest>=8,<10", "opencv-python-headless>=5.1,<6", "ruff>=0.17,<0.18", *TRAIN_EXTRA, *DATA_EXTRA,
-                *ONNX_EXTRA, *SEARCH_EXTRA],
+        # Tests drive the demo in Debian's chromium (installed by .ci/run) through playwright's Python API, and the
+        # server through httpx; pytest-xdist runs the suite on both cores.
+        "dev": ["pytest>=8,<10", "pytest-xdist>=3.8,<4", "opencv-python-headless>=5.1,<6", "ruff>=0.17,<0.18",
+                "playwright>=1.65,<2", "httpx>=0.28,<1", *TRAIN_EXTRA, *DATA_EXTRA, *ONNX_EXTRA, *SEARCH_EXTRA,
+                *VIDEO_EXTRA, *DEMO_EXTRA, *SERVE_EXTRA],
     },
     entry_points={"console_scripts": ["faceptor-hf=faceptor_hf.commands:main"]},
     classifiers=[
