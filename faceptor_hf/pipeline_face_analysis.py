@@ -11,6 +11,12 @@ Photos are paths, http(s) URLs, ``data:`` URIs, bytes, PIL images, numpy arrays 
 roll, visible fraction and a combined score; see ``face_quality``).
 
     pipe.verify("a.jpg", "b.jpg")                 # {"similarity": 0.71, "same": True, "threshold": ...}
+    for record in pipe.video("clip.mp4", every=2):   # {"frame_index", "timestamp", "faces": [... "track_id"]}
+        ...
+
+``video`` analyzes a video file (any container PyAV opens; ``pip install "faceptor-hf[video]"``) or an iterable
+of frames as a stream, faces of several frames sharing model batches, and follows faces across frames
+(``face_tracking``).
 
 A model object works too, e.g. an untrained one to try the code path (its results carry ``"untrained": True``):
 
@@ -40,10 +46,12 @@ from .face_alignment import transform_points
 from .face_detection import RetinaFaceDetector
 from .face_quality import FACE_PART_LABELS, check_min_quality, face_quality, laplacian_variance, passes_quality
 from .face_quality import visible_fraction as face_visible_fraction
+from .face_tracking import DEFAULT_MAX_GAP, FaceTracker
 from .image_loading import ImageLoadError, image_name, load_image
 from .image_processing_faceptor import FaceGeometry, FaceInputError, FaceptorImageProcessor, check_options
 from .modeling_faceptor import FaceptorOutput
 from .task_decoding import embedding_similarity
+from .video_frames import VideoFrames
 
 
 class FaceAnalysisError(ValueError):
@@ -86,6 +94,9 @@ POSTPROCESS_OPTIONS = ("tasks", "mask_format")
 # pipeline processed photo by photo (batched detection pads photos to a common size, which moves boxes by float
 # rounding).
 DETECTION_GROUP_SIZE = 64
+
+# Frames of a video analyzed together by ``video``: their faces share model batches, and no more than these are held.
+VIDEO_CHUNK_SIZE = 16
 
 # Cosine similarity above which two flip-summed embeddings are called the same person. Squared L2 distance
 # between unit vectors is 2 - 2 cos, so 0.3 is distance 1.4, the range of the best 10-fold thresholds that
@@ -515,3 +526,60 @@ class FaceAnalysisPipeline(ChunkPipeline):
         if getattr(self.model, "is_untrained", False):
             result["untrained"] = True
         return result
+
+    def video(self, source, *, every: int = 1, track: bool = True, tasks=None, start_frame: int = 0,
+              max_gap: int = DEFAULT_MAX_GAP, batch_size: int | None = None, chunk_size: int = VIDEO_CHUNK_SIZE,
+              fps: float | None = None, tracker: FaceTracker | None = None, **options):
+        """Analyze a video frame by frame; returns an iterator of one record per analyzed frame:
+        ``{"frame_index": int, "timestamp": seconds, "faces": [face as a photo gives it, plus "track_id"]}`` (a frame
+        that fails with ``on_error="return"`` has ``"error"`` and no faces).
+
+        ``source``: a video path or file object (any container PyAV opens), a ``video_frames.VideoFrames``, or an
+        iterable of frames (PIL images, numpy arrays, tensors) with ``fps`` for their timestamps. Frames stream:
+        ``chunk_size`` of them are decoded and analyzed together, their faces in model batches of ``batch_size``.
+        ``every``: analyze frames 0, every, 2 * every, ...; ``start_frame``: skip the frames before it (a resumed
+        run). ``track``: give every face a ``track_id`` (``face_tracking.FaceTracker``; ``max_gap`` analyzed frames
+        unseen end a track; ``tracker``: continue this tracker's tracks instead of starting new ones). The other
+        options are the photo call's (``tasks``, ``min_face_size``, ``mask_format``, ...), except
+        ``face_keypoints`` / ``face_boxes``. Raises ``ImportError`` naming the ``video`` extra without PyAV (video
+        files) or scipy (tracking), ``video_frames.VideoReadError`` for a source that cannot be read.
+        """
+        for name in ("face_keypoints", "face_boxes"):
+            if name in options:
+                raise TypeError(f"video() takes no {name}: faces are detected in every frame")
+        check_options(options, FaceAnalysisOptions, "face-analysis pipeline video")
+        self._sanitize_parameters(tasks=tasks, **options)  # bad options fail before any frame is decoded
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ValueError(f"chunk_size must be a whole number of frames >= 1, got {chunk_size!r}")
+        frames = source if isinstance(source, VideoFrames) else VideoFrames(source, fps=fps)
+        if track and tracker is None:
+            recognition = [task.name for task in self._task_list(tasks) if task.readout == "embedding"]
+            tracker = FaceTracker(max_gap=max_gap, embedding_task=recognition[0] if recognition else None)
+        call = {**options, "tasks": tasks}
+        if batch_size is not None:
+            call["batch_size"] = batch_size
+        return self._video_records(frames.read(every=every, start_frame=start_frame), tracker if track else None,
+                                   chunk_size, call)
+
+    def _video_records(self, frames, tracker: FaceTracker | None, chunk_size: int, call: dict):
+        """One record per frame of ``frames``, analyzed ``chunk_size`` at a time (see ``video``)."""
+        chunk = []
+        for frame in frames:
+            chunk.append(frame)
+            if len(chunk) == chunk_size:
+                yield from self._video_chunk(chunk, tracker, call)
+                chunk = []
+        if chunk:
+            yield from self._video_chunk(chunk, tracker, call)
+
+    def _video_chunk(self, chunk: list, tracker: FaceTracker | None, call: dict):
+        results = self([frame.image for frame in chunk], **call)
+        for frame, faces in zip(chunk, results):
+            record = {"frame_index": frame.index, "timestamp": frame.timestamp, "faces": []}
+            if isinstance(faces, dict):  # on_error="return": this frame failed; tracks carry on without it
+                record["error"] = faces["error"]
+                faces = []
+            if tracker is not None:
+                tracker.update(frame.index, faces)
+            record["faces"] = faces
+            yield record
