@@ -58,6 +58,34 @@ def _font_fitting(draw, text: str, size: int, width: int):
     return _font(size), size
 
 
+def track_color(track_id: int) -> tuple[int, int, int]:
+    """A bright RGB color per track id; neighboring ids differ in hue by the golden angle, so they stand apart."""
+    red, green, blue = colorsys.hsv_to_rgb((track_id * 0.381966) % 1.0, 0.85, 1.0)
+    return int(255 * red), int(255 * green), int(255 * blue)
+
+
+def draw_track_ids(image: PIL.Image.Image, faces: list[dict]) -> PIL.Image.Image:
+    """Draw each face's box in its track's color with ``#<track_id>`` above it (faces without ``track_id`` are
+    left alone); returns ``image``, drawn on."""
+    draw = PIL.ImageDraw.Draw(image)
+    scale = max(1, round(max(image.size) / 512))
+    font = _font(12 * scale)
+    for face in faces:
+        if "track_id" not in face:
+            continue
+        color = track_color(int(face["track_id"]))
+        x1, y1, x2, y2 = face["box"]
+        draw.rectangle([x1, y1, x2, y2], outline=color, width=2 * scale)
+        label = f"#{face['track_id']}"
+        box = draw.textbbox((0, 0), label, font=font)
+        top = y1 - (box[3] - box[1]) - 4 * scale
+        top = top if top >= 0 else y1 + 2 * scale
+        left = max(0, x1)
+        draw.rectangle([left, top, left + box[2] + 4 * scale, top + box[3] + 2 * scale], fill=color)
+        draw.text((left + 2 * scale, top), label, fill=(0, 0, 0), font=font)
+    return image
+
+
 def draw_overlay(image: PIL.Image.Image, faces: list[dict], untrained: bool = False, alpha: float = 0.45):
     """RGB image + pipeline faces -> a new RGB overlay image; captions and the banner are fitted to its width."""
     canvas = np.asarray(image.convert("RGB"), dtype=np.float32).copy()
