@@ -17,7 +17,7 @@ A pair may match when the boxes overlap by at least ``min_iou``, or, without ove
 at least ``reid_similarity`` (the same person back at another place). Among the allowed pairs the assignment
 maximizes the summed ``(1 - embedding_weight) * IoU + embedding_weight * similarity``: overlap leads, so random or
 weak embeddings cannot override a clear box match, and the embedding decides between boxes that overlap alike.
-Faces left unmatched open new tracks; a track not seen for more than ``max_gap`` analyzed frames ends.
+Faces left unmatched open new tracks; a track not seen in more than ``max_gap`` analyzed frames in a row ends.
 
 The tracker's state is a function of the faces it was given in order, with their ``track_id``s: ``observe``
 replays written records, so a resumed run continues with the same tracks. Shipped with a saved model (the
@@ -159,9 +159,10 @@ class FaceTracker:
 
     # ---- state ---------------------------------------------------------------------------------------------------
     def _expire(self) -> None:
-        """Start the next analyzed frame: end the tracks unseen for more than ``max_gap`` analyzed frames."""
+        """Start the next analyzed frame: end the tracks already unseen in more than ``max_gap`` analyzed frames."""
         self.ordinal += 1
-        for track_id in [key for key, track in self.tracks.items() if self.ordinal - track.ordinal > self.max_gap]:
+        for track_id in [key for key, track in self.tracks.items()
+                         if self.ordinal - track.ordinal - 1 > self.max_gap]:
             del self.tracks[track_id]
 
     def observe(self, frame_index: int, faces: list[dict], expired: bool = False) -> None:

@@ -150,7 +150,7 @@ class VideoFrames:
     def _given(self, every: int, start_frame: int) -> Iterator[VideoFrame]:
         for index, image in enumerate(self.source):
             if index >= start_frame and index % every == 0:
-                yield VideoFrame(index, round(index / self.rate, 6), image)
+                yield VideoFrame(index, round(float(index / self.rate), 6), image)
 
     def _decoded(self, every: int, start_frame: int) -> Iterator[VideoFrame]:
         container = self._open()
@@ -164,7 +164,7 @@ class VideoFrames:
                     first_time = time if time is not None else 0.0
                 if index < start_frame or index % every:
                     continue
-                timestamp = (time - first_time) if time is not None else index / (self.rate or 1)
+                timestamp = (time - first_time) if time is not None else float(index / (self.rate or 1))
                 yield VideoFrame(index, round(float(timestamp), 6), frame.to_ndarray(format="rgb24"))
         finally:
             container.close()

@@ -23,11 +23,15 @@ MODEL_FILES = {"configuration_faceptor.py", "modeling_faceptor.py", "task_types.
 PROCESSOR_FILES = {"image_processing_faceptor.py", "face_alignment.py", "dataset_crops.py", "tanh_warp.py",
                    "image_loading.py", "task_types.py", "task_decoding.py"}
 PIPELINE_FILES = MODEL_FILES | PROCESSOR_FILES | {"pipeline_face_analysis.py", "face_detection.py",
-                                                     "face_quality.py"}
+                                                     "face_quality.py", "face_tracking.py", "video_frames.py"}
 # What a remote-code loader must have installed: the standard library and the design card's packages, nothing of
 # faceptor_hf.
 ALLOWED_ABSOLUTE = set(sys.stdlib_module_names) | {"numpy", "PIL", "torch", "transformers", "huggingface_hub",
                                                    "safetensors"}
+# Packages of the optional ``video`` extra: shipped code imports them only inside a function and inside a ``try``
+# (whose ImportError names the extra). transformers' remote-code check skips imports under ``try``, so a saved
+# model still loads where they are missing; one at module level would make every remote load require them.
+LAZY_OPTIONAL = {"av", "scipy"}
 
 
 def python_files(folder: Path) -> set[str]:
@@ -61,22 +65,58 @@ def test_pipeline_save_and_release_ship_the_pipeline_files(tiny_model, tmp_path)
 
 def _imports(path: Path):
     """(level, module) of every import statement anywhere in the file, including inside functions."""
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for level, module, _ in _imports_with_place(path):
+        yield level, module
+
+
+def _imports_with_place(path: Path):
+    """(level, module, lazy) of every import statement; ``lazy``: inside a function and inside a ``try`` body."""
+    def visit(node, in_function: bool, in_try: bool):
         if isinstance(node, ast.ImportFrom):
-            yield node.level, node.module or ""
+            yield node.level, node.module or "", in_function and in_try
         elif isinstance(node, ast.Import):
             for alias in node.names:
-                yield 0, alias.name
+                yield 0, alias.name, in_function and in_try
+        for child in ast.iter_child_nodes(node):
+            function = in_function or isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+            guarded = in_try or (isinstance(node, ast.Try) and child in node.body)
+            yield from visit(child, function, guarded)
+
+    yield from visit(ast.parse(path.read_text(), str(path)), False, False)
 
 
 @pytest.mark.parametrize("name", sorted(PIPELINE_FILES))
 def test_shipped_files_import_only_shipped_files_and_installed_packages(name):
-    for level, module in _imports(PACKAGE / name):
+    for level, module, lazy in _imports_with_place(PACKAGE / name):
         if level:
             assert level == 1 and f"{module}.py" in PIPELINE_FILES, \
                 f"{name} imports .{module}: shipped code may import only shipped siblings"
+        elif module.split(".")[0] in LAZY_OPTIONAL:
+            assert lazy, f"{name} imports {module} outside a function's try block: the video extra is optional"
         else:
             assert module.split(".")[0] in ALLOWED_ABSOLUTE, f"{name} imports {module}, which a remote loader lacks"
+
+
+def test_video_extra_is_imported_lazily_and_named_when_missing(monkeypatch, tmp_path):
+    """The video modules import without av and scipy; reading a video or tracking then names the extra, and the
+    transformers remote-code check asks for neither."""
+    from transformers.dynamic_module_utils import get_imports
+
+    from faceptor_hf.face_tracking import FaceTracker
+    from faceptor_hf.video_frames import VideoFrames
+
+    for name in ("pipeline_face_analysis.py", "face_tracking.py", "video_frames.py"):
+        assert not LAZY_OPTIONAL & set(get_imports(PACKAGE / name)), name
+    lazy = {module.split(".")[0] for name in ("face_tracking.py", "video_frames.py")
+            for _, module, is_lazy in _imports_with_place(PACKAGE / name) if is_lazy}
+    assert lazy == LAZY_OPTIONAL
+    for module in ("av", "scipy", "scipy.optimize"):
+        monkeypatch.setitem(sys.modules, module, None)  # import of a None entry raises ImportError
+    (tmp_path / "clip.mp4").write_bytes(b"not read")
+    with pytest.raises(ImportError, match=r'pip install "faceptor-hf\[video\]"'):
+        VideoFrames(tmp_path / "clip.mp4")
+    with pytest.raises(ImportError, match=r'pip install "faceptor-hf\[video\]"'):
+        FaceTracker()
 
 
 def test_no_package_only_module_is_imported_by_a_shipped_file():

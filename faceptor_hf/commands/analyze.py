@@ -1,5 +1,6 @@
 """``faceptor-hf analyze``: every face of files, folders, glob patterns or a dataset -> JSON, overlays and JSONL,
-and with ``--output-format parquet`` a dataset of one row per face (``--push-to-hub`` publishes it).
+and with ``--output-format parquet`` a dataset of one row per face (``--push-to-hub`` publishes it). Video files
+(``faceptor_hf.video.analyze_video``) -> frames.jsonl, tracks.json and with ``--render`` the overlay video.
 
 The work, its output files and its resume rules are ``faceptor_hf.analysis.analyze_inputs``; this command parses
 the options, loads the model (``model_options``), prints the per-input table and the totals, and maps the exit
@@ -29,8 +30,10 @@ from ..analysis import (
     open_dataset,
 )
 from ..configuration_faceptor import OFFICIAL_TASKS
+from ..face_tracking import DEFAULT_MAX_GAP
 from ..loading import load_model, model_identity
 from ..pipeline_face_analysis import FaceAnalysisPipeline
+from ..video_frames import VideoReadError, is_video_path
 from .errors import CommandError
 from .formatting import HelpFormatter
 from .model_options import add_model_arguments, model_source, parse_device
@@ -46,7 +49,9 @@ def register(subparsers) -> None:
                     "failed, changed or new inputs are analyzed. Ctrl-C stops after the records written so far.",
         formatter_class=HelpFormatter)
     source = parser.add_argument_group("inputs")
-    source.add_argument("inputs", nargs="*", help="image files, folders (searched recursively) or glob patterns")
+    source.add_argument("inputs", nargs="*",
+                        help="image files, folders (searched recursively) or glob patterns; or video files (any "
+                             "container PyAV opens, pip install \"faceptor-hf[video]\")")
     source.add_argument("--dataset", default=None,
                         help="Hugging Face dataset instead of files: a Hub name or data folder (streamed) or a "
                              "Dataset.save_to_disk folder")
@@ -99,6 +104,15 @@ def register(subparsers) -> None:
     output.add_argument("--token", default=None, help="Hub token for --push-to-hub (default: the logged-in one)")
     output.add_argument("--overwrite", action="store_true", help="delete this process's JSONL and start again")
     output.add_argument("--progress", action="store_true", help="show the progress bar even without a terminal")
+
+    video = parser.add_argument_group("video")
+    video.add_argument("--every", type=int, default=None, metavar="N",
+                       help="analyze every N-th frame of a video (frames 0, N, 2N, ...); when not given, every frame")
+    video.add_argument("--max-gap", type=int, default=None, metavar="N",
+                       help="a face track unseen for more than N analyzed frames ends; when not given, "
+                            f"{DEFAULT_MAX_GAP}")
+    video.add_argument("--render", default=None, metavar="OUT.mp4",
+                       help="also write the video with faces, captions and track ids drawn on it (one video only)")
     parser.set_defaults(run=run)
 
 
@@ -188,7 +202,8 @@ def run(args: argparse.Namespace) -> int:
             print_tasks(model.config)
             return 0
         tasks = select_tasks(model.config, args.tasks)
-        inputs = open_inputs(args)
+        videos = video_inputs(args)
+        inputs = None if videos else open_inputs(args)
         identity = model_identity(source)
         os.makedirs(args.output_dir, exist_ok=True)
     except (ValueError, KeyError, OSError) as error:
@@ -198,6 +213,8 @@ def run(args: argparse.Namespace) -> int:
     untrained = bool(getattr(model.config, "untrained", False))
     if untrained:
         print(f"WARNING: {UNTRAINED_NOTE}", file=sys.stderr)
+    if videos:
+        return run_videos(args, pipe, videos, tasks, identity, untrained)
     try:
         with analysis_messages():
             summary = analyze_inputs(
@@ -236,3 +253,66 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: {error}", file=sys.stderr)
             return 3
     return 1 if summary.failed else 0
+
+
+def video_inputs(args: argparse.Namespace) -> list[str]:
+    """The positional inputs when they are videos (none otherwise); videos mixed with photos, or video options
+    without a video, are a ``CommandError``."""
+    videos = [] if args.dataset else [path for path in args.inputs if is_video_path(path)]
+    video_options = [name for name in ("every", "max_gap", "render") if getattr(args, name) is not None]
+    if not videos:
+        if video_options:
+            raise CommandError(f"--{video_options[0].replace('_', '-')} is a video option, but no input is a video")
+        return []
+    if len(videos) != len(args.inputs):
+        raise CommandError("analyze videos and photos in separate runs (videos: "
+                           f"{', '.join(videos)}; photos: {', '.join(set(args.inputs) - set(videos))})")
+    if args.render and len(videos) > 1:
+        raise CommandError("--render writes one video: give one input video")
+    if args.output_format != "jsonl":
+        raise CommandError("--output-format parquet is for photos; a video writes frames.jsonl and tracks.json")
+    for name in ("every", "max_gap"):
+        value = getattr(args, name)
+        if value is not None and value < (1 if name == "every" else 0):
+            raise CommandError(f"--{name.replace('_', '-')} must be at least {1 if name == 'every' else 0}, "
+                               f"got {value}")
+    return videos
+
+
+def run_videos(args: argparse.Namespace, pipe, videos: list[str], tasks: list[str], identity: dict,
+               untrained: bool) -> int:
+    """Analyze each video into ``--output-dir`` (into ``<output-dir>/<video stem>/`` with several videos); 0 when
+    done, 130 when interrupted."""
+    from ..video import VideoAnalysisInterrupted, analyze_video
+
+    show = True if args.progress else sys.stderr.isatty()
+    stems = [os.path.splitext(os.path.basename(path))[0] for path in videos]
+    for path, stem in zip(videos, stems):
+        output_dir = args.output_dir if len(videos) == 1 else os.path.join(args.output_dir, stem)
+        try:
+            result = analyze_video(
+                pipe, path, output_dir, every=args.every or 1, render=args.render, tasks=tasks,
+                resume=not args.overwrite, progress=show, max_gap=DEFAULT_MAX_GAP if args.max_gap is None
+                else args.max_gap, batch_size=args.batch_size, chunk_size=args.chunk_size,
+                model_identity=identity, min_face_size=args.min_face_size, max_faces=args.max_faces,
+                score_threshold=args.score_threshold, flip_recognition=args.flip_recognition,
+                num_workers=args.num_workers)
+        except VideoReadError as error:
+            raise CommandError(first_line(error)) from error
+        except VideoAnalysisInterrupted as interrupted:
+            print(f"interrupted: {interrupted.analysis.num_frames} frames written to "
+                  f"{interrupted.analysis.frames_path}; run the same command again to resume", file=sys.stderr)
+            return 130
+        analyzed = result.num_frames - result.resumed_frames
+        print(f"\n{path}: {result.num_frames} frames analyzed ({result.resumed_frames} already done), "
+              f"{len(result.tracks)} face tracks, {result.seconds:.1f} s ({analyzed / max(result.seconds, 1e-9):.2f} "
+              "frames/s)")
+        print(f"{'track':>6s} {'frames':>7s} {'first':>9s} {'last':>9s} {'best':>9s}")
+        for track in result.tracks:
+            print(f"{track['track_id']:6d} {track['num_frames']:7d} {track['first_time']:8.2f}s "
+                  f"{track['last_time']:8.2f}s {track['best_time']:8.2f}s")
+        print(f"results: {result.frames_path}, {result.tracks_path}"
+              + (f", {result.render_path}" if result.render_path else ""))
+    if untrained:
+        print(f"WARNING: {UNTRAINED_NOTE}")
+    return 0
