@@ -112,6 +112,10 @@ def test_remote_code_pipeline_without_the_package(pipe, tmp_path):
         pipe = pipeline(model={str(folder)!r}, trust_remote_code=True)
         assert type(pipe).__name__ == "FaceAnalysisPipeline" and "transformers_modules" in type(pipe).__module__
         faces = pipe({str(IMAGES / 'astronaut.png')!r}, tasks=["age_morph2", "align_300w"])
+        # the shipped video path too: two frames of one face are one track
+        frames = [{str(IMAGES / 'astronaut.png')!r}] * 2
+        video = list(pipe.video(frames, fps=10, tasks=["recog_ms1mv3", "age_morph2"]))
+        assert [[face["track_id"] for face in record["faces"]] for record in video] == [[1], [1]], video
         print("RESULT" + json.dumps(faces))
     """)
     env = dict(os.environ, HF_HOME=str(tmp_path / "hf_home"), HF_HUB_OFFLINE="1", PYTHONPATH="")
