@@ -68,7 +68,7 @@ def is_video_path(path: str | os.PathLike) -> bool:
 
 
 class VideoFrames:
-    """The frames of ``source``: a video path or file-like object (opened with PyAV, probed now so a bad file
+    """The frames of ``source``: a video path, URL or file-like object (opened with PyAV, probed now so a bad file
     fails here) or an iterable of images, with ``fps`` their rate (required for images; for a file it replaces
     the container's rate in timestamps only when the container has none).
 
@@ -103,7 +103,8 @@ class VideoFrames:
 
     def _open(self):
         av = import_av()
-        if isinstance(self.source, (str, os.PathLike)) and not os.path.isfile(self.source):
+        is_url = isinstance(self.source, str) and "://" in self.source  # a stream FFmpeg reads (rtsp://, https://)
+        if isinstance(self.source, (str, os.PathLike)) and not is_url and not os.path.isfile(self.source):
             raise VideoReadError(f"{self.name}: no such video file")
         if hasattr(self.source, "seek"):
             self.source.seek(0)

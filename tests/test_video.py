@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import pipeline
 
-from faceptor_hf import FaceptorImageProcessor, FaceptorModel
+from faceptor_hf import FaceAnalysisPipeline, FaceptorImageProcessor, FaceptorModel
 from faceptor_hf.commands import main
 from faceptor_hf.face_tracking import FaceTracker
 from faceptor_hf.video import VideoAnalysisInterrupted, analyze_video, read_records
@@ -223,7 +223,7 @@ def test_analyze_video_summaries_resume_and_ctrl_c(pipe, clip, records, tmp_path
     assert ids_by_person(read_records(finished.frames_path), clip) == ids_by_person(records, clip)
 
 
-def test_cli_analyzes_a_video_renders_it_and_resumes(saved_model, clip, tmp_path, capsys):
+def test_cli_analyzes_a_video_renders_it_and_resumes(saved_model, clip, tmp_path, capsys, monkeypatch):
     out, overlay = tmp_path / "out", tmp_path / "out" / "overlay.mp4"
     command = ["analyze", str(clip.path), "--model", str(saved_model), "--output-dir", str(out), "--every", "2",
                "--render", str(overlay), "--max-gap", "3"]
@@ -248,5 +248,23 @@ def test_cli_analyzes_a_video_renders_it_and_resumes(saved_model, clip, tmp_path
 
     assert main(command) == 0
     assert "12 frames analyzed (12 already done)" in capsys.readouterr().out
+
+    # Ctrl-C during the second chunk of 3 analyzed frames: exit status 130, the first chunk kept, then resumed.
+    analyze_chunk, calls = FaceAnalysisPipeline._video_chunk, []
+
+    def interrupted_chunk(self, *arguments):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return analyze_chunk(self, *arguments)
+
+    monkeypatch.setattr(FaceAnalysisPipeline, "_video_chunk", interrupted_chunk)
+    stopped = ["analyze", str(clip.path), "--model", str(saved_model), "--output-dir", str(tmp_path / "stopped"),
+               "--every", "2", "--chunk-size", "3"]
+    assert main(stopped) == 130
+    assert "interrupted: 3 frames written" in capsys.readouterr().err
+    assert [r["frame_index"] for r in read_records(tmp_path / "stopped" / "frames.jsonl")] == [0, 2, 4]
+    monkeypatch.setattr(FaceAnalysisPipeline, "_video_chunk", analyze_chunk)
+    assert main(stopped) == 0 and "12 frames analyzed (3 already done), 2 face tracks" in capsys.readouterr().out
     assert main(["analyze", str(clip.path), "--model", str(saved_model), "--every", "0"]) == 2
     assert "error: --every must be at least 1" in capsys.readouterr().err

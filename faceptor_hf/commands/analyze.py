@@ -19,6 +19,7 @@ from contextlib import contextmanager
 import torch
 
 from ..analysis import (
+    IMAGE_SUFFIXES,
     MASK_FORMATS,
     OUTPUT_FORMATS,
     UNTRAINED_NOTE,
@@ -258,7 +259,9 @@ def run(args: argparse.Namespace) -> int:
 def video_inputs(args: argparse.Namespace) -> list[str]:
     """The positional inputs when they are videos (none otherwise); videos mixed with photos, or video options
     without a video, are a ``CommandError``."""
-    videos = [] if args.dataset else [path for path in args.inputs if is_video_path(path)]
+    # Photo suffixes are never probed: PyAV also opens images, and an animated GIF stays a photo as before.
+    videos = [] if args.dataset else [path for path in args.inputs if os.path.splitext(path)[1].lower()
+                                      not in IMAGE_SUFFIXES and is_video_path(path)]
     video_options = [name for name in ("every", "max_gap", "render") if getattr(args, name) is not None]
     if not videos:
         if video_options:
