@@ -273,8 +273,10 @@ def analyze_video(pipe, source, output_dir: str | os.PathLike, *, every: int = 1
         input_key = file_input_key(os.fspath(frames.source))
     else:
         input_key = short_hash(["frames", frames.name])  # frames given as images have no identity of their own
+    # What changes the records (not batching or decoding threads) decides whether earlier records still hold.
     settings = {"tasks": sorted(tasks), "every": every, "max_gap": max_gap, "fps": frames.fps,
-                "dtype": str(pipe.model.dtype).replace("torch.", ""), **options}
+                "dtype": str(pipe.model.dtype).replace("torch.", ""),
+                **{key: value for key, value in options.items() if key != "num_workers"}}
     identity = describe_model(pipe.model) if model_identity is None else model_identity
     run_key = short_hash([identity, settings, input_key])
     output_dir = os.fspath(output_dir)
