@@ -577,7 +577,8 @@ class FaceAnalysisPipeline(ChunkPipeline):
         for frame, faces in zip(chunk, results):
             record = {"frame_index": frame.index, "timestamp": frame.timestamp, "faces": []}
             if isinstance(faces, dict):  # on_error="return": this frame failed; tracks carry on without it
-                record["error"] = faces["error"]
+                # the pipeline numbers images within the chunk; the frame index says which frame it was
+                record["error"] = f"frame {frame.index}: {faces['error']}"
                 faces = []
             if tracker is not None:
                 tracker.update(frame.index, faces)
