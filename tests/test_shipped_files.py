@@ -110,6 +110,12 @@ def test_video_extra_is_imported_lazily_and_named_when_missing(monkeypatch, tmp_
     lazy = {module.split(".")[0] for name in ("face_tracking.py", "video_frames.py")
             for _, module, is_lazy in _imports_with_place(PACKAGE / name) if is_lazy}
     assert lazy == LAZY_OPTIONAL
+    sample = tmp_path / "sample.py"  # the rule itself: only an import in a function's try body is lazy
+    sample.write_text("import av\ntry:\n    import scipy\nexcept ImportError:\n    pass\n\n\ndef read():\n"
+                      "    import av\n    try:\n        from scipy import optimize\n    except ImportError:\n"
+                      "        raise\n")
+    assert list(_imports_with_place(sample)) == [(0, "av", False), (0, "scipy", False), (0, "av", False),
+                                                 (0, "scipy", True)]
     for module in ("av", "scipy", "scipy.optimize"):
         monkeypatch.setitem(sys.modules, module, None)  # import of a None entry raises ImportError
     (tmp_path / "clip.mp4").write_bytes(b"not read")
