@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import html
 import importlib
+import json
 import os
 import tempfile
 from typing import TYPE_CHECKING
@@ -84,6 +85,17 @@ def face_rows(faces: list[dict]) -> tuple[list[str], list[list]]:
     return headers, rows
 
 
+def without_masks(faces: list[dict]) -> list[dict]:
+    """The faces with each mask replaced by its size: a browser's JSON viewer slows to a crawl on the thousands of
+    runs of a parsing mask, which the downloadable faces.json keeps."""
+    light = []
+    for face in faces:
+        tasks = {name: {**result, "mask": {"size": result["mask"]["size"], "counts": "in faces.json"}}
+                 if isinstance(result.get("mask"), dict) else result for name, result in face["tasks"].items()}
+        light.append({**face, "tasks": tasks})
+    return light
+
+
 def match_rows(results: list[dict]) -> tuple[list[str], list[list]]:
     """Search results of one photo (``FaceIndex.search``) -> (headers, rows): one row per match of each face, or
     one row saying why a face has none."""
@@ -145,11 +157,11 @@ def _open_index(index, pipe):
 
 def build_demo(pipe, index=None, *, title: str = TITLE) -> "gr.Blocks":
     """A ``gr.Blocks`` app of ``pipe`` (a ``FaceAnalysisPipeline``): Analyze (photo -> overlay, per-face table,
-    JSON), Verify (two photos -> similarity and decision), Search (with ``index``: a ``FaceIndex`` or a folder
-    written by ``FaceIndex.save`` / ``faceptor-hf index build``, loaded for ``pipe``) and Video (where
-    ``faceptor_hf.video`` imports). Nothing is launched: call ``.launch(theme=demo_theme())`` or mount it with
-    ``gr.mount_gradio_app``. Raises ``faceptor_hf.search.FaceIndexError`` for an index folder that cannot be used
-    with this model."""
+    JSON without the masks, faces.json with them), Verify (two photos -> similarity and decision), Search (with
+    ``index``: a ``FaceIndex`` or a folder written by ``FaceIndex.save`` / ``faceptor-hf index build``, loaded for
+    ``pipe``) and Video (where ``faceptor_hf.video`` imports). Nothing is launched: call
+    ``.launch(theme=demo_theme())`` or mount it with ``gr.mount_gradio_app``. Raises
+    ``faceptor_hf.search.FaceIndexError`` for an index folder that cannot be used with this model."""
     import gradio as gr
 
     index = _open_index(index, pipe)
@@ -166,7 +178,10 @@ def build_demo(pipe, index=None, *, title: str = TITLE) -> "gr.Blocks":
         except FaceAnalysisError as error:
             raise gr.Error(str(error)) from error
         overlay = draw_overlay(image, faces, untrained=untrained)
-        return overlay, _frame(*face_rows(faces)), faces
+        path = os.path.join(tempfile.mkdtemp(dir=workdir.name), "faces.json")
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump(faces, handle)
+        return overlay, _frame(*face_rows(faces)), without_masks(faces), path
 
     def verify(image_a, image_b, threshold):
         if image_a is None or image_b is None:
@@ -213,8 +228,10 @@ def build_demo(pipe, index=None, *, title: str = TITLE) -> "gr.Blocks":
                 overlay = gr.Image(type="pil", label="overlay", elem_id="analyze-overlay", interactive=False)
             run_analyze = gr.Button("Analyze", variant="primary", elem_id="analyze-button")
             table = gr.Dataframe(label="faces", elem_id="analyze-table", interactive=False)
-            faces_json = gr.JSON(label="JSON", elem_id="analyze-json")
-            run_analyze.click(analyze, [photo], [overlay, table, faces_json], api_name="analyze")
+            with gr.Row():
+                faces_json = gr.JSON(label="JSON (masks: in the file)", elem_id="analyze-json")
+                faces_file = gr.File(label="faces.json (with run-length encoded masks)", elem_id="analyze-file")
+            run_analyze.click(analyze, [photo], [overlay, table, faces_json, faces_file], api_name="analyze")
         with gr.Tab("Verify", elem_id="tab-verify"):
             with gr.Row():
                 photo_a = gr.Image(type="pil", label="photo A", elem_id="verify-input-a")
@@ -249,4 +266,4 @@ def build_demo(pipe, index=None, *, title: str = TITLE) -> "gr.Blocks":
     return demo
 
 
-__all__ = ["build_demo", "demo_theme", "face_rows", "match_rows", "track_rows", "video_module"]
+__all__ = ["build_demo", "demo_theme", "face_rows", "match_rows", "track_rows", "video_module", "without_masks"]

@@ -88,11 +88,16 @@ def endpoints(client: Client) -> set[str]:
 
 @pytest.mark.slow  # a Gradio server
 def test_analyze_endpoint_gives_overlay_table_and_json(served, pipe):
-    overlay, table, faces = served.predict(handle_file(ASTRONAUT), api_name="/analyze")
+    overlay, table, faces, faces_file = served.predict(handle_file(ASTRONAUT), api_name="/analyze")
     expected = pipe(ASTRONAUT, mask_format="rle")
     assert len(faces) == len(expected) == 1
     np.testing.assert_allclose(faces[0]["box"], expected[0]["box"], atol=0.01)
-    assert set(faces[0]["tasks"]) == set(SIX_TASKS) and faces[0]["tasks"]["parsing_celebam"]["mask"]["counts"]
+    assert set(faces[0]["tasks"]) == set(SIX_TASKS)
+    assert faces[0]["tasks"]["parsing_celebam"]["mask"] == {"size": [512, 512], "counts": "in faces.json"}
+    full = json.loads(Path(faces_file).read_text())  # the whole result, masks run-length encoded
+    assert full[0]["tasks"]["parsing_celebam"]["mask"] == expected[0]["tasks"]["parsing_celebam"]["mask"]
+    np.testing.assert_allclose(full[0]["tasks"]["recog_ms1mv3"]["embedding"],
+                               expected[0]["tasks"]["recog_ms1mv3"]["embedding"], atol=1e-5)
     # one row per face: number, detector score, box, quality, then the tasks whose type has a summary
     assert table["headers"] == ["face", "detector score", "box", "quality", "age_morph2", "biattr_celeba",
                                 "affect_affectnet"]
@@ -294,7 +299,7 @@ def test_push_space_writes_a_space_that_serves_the_model(tmp_path, monkeypatch):
                 assert app.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
                 time.sleep(0.2)
             client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=str(tmp_path / "downloads"))
-            _, table, faces = client.predict(handle_file(ASTRONAUT), api_name="/analyze")
+            _, table, faces, _ = client.predict(handle_file(ASTRONAUT), api_name="/analyze")
         finally:
             app.terminate()
             app.wait(timeout=30)
