@@ -250,6 +250,18 @@ def test_demo_command_mistakes(capsys, tmp_path):
     assert main(["demo", "--random-weights", "--port", "0"]) == 2 and "--port" in capsys.readouterr().err
 
 
+def test_demo_command_launches_the_app_of_the_model(checkpoint, gradio_env, monkeypatch):
+    """`faceptor-hf demo --model DIR --host --port` builds the app of that model and launches it there with the
+    offline theme (launch itself is recorded instead of serving forever)."""
+    launched = []
+    monkeypatch.setattr(gradio.Blocks, "launch", lambda demo, **options: launched.append((demo, options)))
+    assert main(["demo", "--model", str(checkpoint), "--host", "127.0.0.1", "--port", "7999"]) == 0
+    ((demo, options),) = launched
+    assert {fn.api_name for fn in demo.fns.values()} >= {"analyze", "verify"}
+    assert (options["server_name"], options["server_port"]) == ("127.0.0.1", 7999)
+    assert options["theme"].to_dict() == demo_theme().to_dict()
+
+
 # ---- push_space ---------------------------------------------------------------------------------------------------
 @pytest.mark.slow  # a Gradio server
 def test_push_space_writes_a_space_that_serves_the_model(tmp_path, monkeypatch):
