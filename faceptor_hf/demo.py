@@ -129,15 +129,25 @@ def _cell(value):
     return value
 
 
+def flatten_track(summary: dict, prefix: str = "") -> dict:
+    """One track summary of ``analyze_video`` as table cells: a nested dict's fields become columns named
+    ``<key> <field>`` (the per-task results under ``tasks`` by their task name alone), histograms and means (label ->
+    number) stay one cell; fields that do not fit a cell (vectors: a mean embedding, a box) are left out."""
+    cells = {}
+    for key, value in summary.items():
+        if isinstance(value, dict) and value and not _is_histogram(value):
+            cells.update(flatten_track(value, "" if key == "tasks" else f"{prefix}{key} "))
+        elif _fits_a_cell(value):
+            cells[f"{prefix}{key}"] = _cell(value)
+    return cells
+
+
 def track_rows(tracks: list[dict]) -> tuple[list[str], list[list]]:
-    """Per-track summaries of ``analyze_video`` -> (headers, rows): every field that fits a cell, in the order
-    the summaries give them (vectors such as the mean embedding are left out)."""
-    headers: list[str] = []
-    for track in tracks:
-        for key, value in track.items():
-            if key not in headers and _fits_a_cell(value):
-                headers.append(key)
-    return headers, [[_cell(track.get(key)) for key in headers] for track in tracks]
+    """Per-track summaries of ``analyze_video`` -> (headers, rows) of their ``flatten_track`` cells, columns in the
+    order the summaries give them."""
+    flat = [flatten_track(track) for track in tracks]
+    headers = list(dict.fromkeys(key for cells in flat for key in cells))
+    return headers, [[cells.get(key) for key in headers] for cells in flat]
 
 
 def _frame(headers: list[str], rows: list[list]):
@@ -225,7 +235,8 @@ def build_demo(pipe, index=None, *, title: str = TITLE) -> "gr.Blocks":
         with gr.Tab("Analyze", elem_id="tab-analyze"):
             with gr.Row():
                 photo = gr.Image(type="pil", label="photo", elem_id="analyze-input")
-                overlay = gr.Image(type="pil", label="overlay", elem_id="analyze-overlay", interactive=False)
+                overlay = gr.Image(type="pil", label="overlay", elem_id="analyze-overlay", interactive=False,
+                                   show_label=False)  # the label would cover the UNTRAINED banner
             run_analyze = gr.Button("Analyze", variant="primary", elem_id="analyze-button")
             table = gr.Dataframe(label="faces", elem_id="analyze-table", interactive=False)
             with gr.Row():
@@ -266,4 +277,5 @@ def build_demo(pipe, index=None, *, title: str = TITLE) -> "gr.Blocks":
     return demo
 
 
-__all__ = ["build_demo", "demo_theme", "face_rows", "match_rows", "track_rows", "video_module", "without_masks"]
+__all__ = ["build_demo", "demo_theme", "face_rows", "flatten_track", "match_rows", "track_rows", "video_module",
+           "without_masks"]

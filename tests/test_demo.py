@@ -140,9 +140,10 @@ def test_search_endpoint_finds_the_query_photo_first(served):
     best = results[0]["matches"][0]
     assert best["source"].endswith("grace_hopper.jpg") and best["similarity"] == pytest.approx(1.0, abs=1e-4)
     assert table["data"][0][:2] == [1, 1] and table["data"][0][3].endswith("grace_hopper.jpg")
-    # a threshold above every similarity: the face is unknown
-    table, results = served.predict(handle_file(HOPPER), 2, 1.0, api_name="/search")
-    assert results[0]["unknown"] or all(m["similarity"] >= 1.0 for m in results[0]["matches"])
+    # a threshold between the two similarities drops the other photo (open set)
+    between = (best["similarity"] + results[0]["matches"][1]["similarity"]) / 2
+    table, results = served.predict(handle_file(HOPPER), 2, between, api_name="/search")
+    assert [match["source"] for match in results[0]["matches"]] == [best["source"]] and len(table["data"]) == 1
 
 
 @pytest.mark.slow  # a Gradio server
@@ -197,8 +198,9 @@ def test_video_endpoint_passes_the_clip_and_tabulates_tracks(pipe, gradio_env, t
         return StandInAnalysis(os.path.join(output_dir, "frames.jsonl"), os.path.join(output_dir, "tracks.jsonl"),
                                render, 4, [
                                    {"track_id": 0, "first_frame": 0, "last_frame": 3, "first_time": 0.0,
-                                    "last_time": 0.6, "best_frame": 2, "mean_embedding": [0.1] * 8, "median_age": 31.0,
-                                    "expression": {"happy": 0.75, "neutral": 0.25}}])
+                                    "last_time": 0.6, "best_frame": 2, "best_box": [1, 2, 3, 4], "embedding": [0.1] * 8,
+                                    "tasks": {"age_morph2": {"median_age": 31.0},
+                                              "affect_affectnet": {"label_histogram": {"happy": 3, "neutral": 1}}}}])
 
     monkeypatch.setattr(demo_module, "video_module", lambda: types.SimpleNamespace(analyze_video=analyze_video))
     demo = build_demo(pipe)
@@ -213,8 +215,8 @@ def test_video_endpoint_passes_the_clip_and_tabulates_tracks(pipe, gradio_env, t
     assert os.path.basename(call["source"]) == "clip.mp4" and call["render"].endswith("rendered.mp4")
     assert Path(rendered).read_bytes() == Path(clip).read_bytes()
     assert tracks["headers"] == ["track_id", "first_frame", "last_frame", "first_time", "last_time", "best_frame",
-                                 "median_age", "expression"]
-    assert tracks["data"] == [[0, 0, 3, 0.0, 0.6, 2, 31.0, "happy 0.75, neutral 0.25"]]
+                                 "age_morph2 median_age", "affect_affectnet label_histogram"]
+    assert tracks["data"] == [[0, 0, 3, 0.0, 0.6, 2, 31.0, "happy 3.00, neutral 1.00"]]
     assert summary == "4 frames analyzed, 1 face tracks"
 
 
@@ -235,11 +237,13 @@ def test_video_endpoint_runs_the_real_analyze_video(served, tmp_path):
 
 
 def test_track_rows_keep_cells_and_drop_vectors():
-    headers, rows = track_rows([{"track": 1, "mean_embedding": [0.0, 1.0], "attributes": {"Smiling": 0.9, "Bald": 0.1,
-                                                                                         "Young": 0.5, "Male": 0.2}},
-                                {"track": 2, "median_age": None}])
-    assert headers == ["track", "attributes", "median_age"]
-    assert rows == [[1, "Smiling 0.90, Young 0.50, Male 0.20", None], [2, None, None]]
+    attributes = {"Smiling": 0.9, "Bald": 0.1, "Young": 0.5, "Male": 0.2}
+    headers, rows = track_rows([
+        {"track_id": 1, "embedding": [0.0, 1.0], "tasks": {"biattr_celeba": {"mean_attributes": attributes},
+                                                           "recog_x": {"mean_embedding": [1.0, 0.0]}}},
+        {"track_id": 2, "best_quality": None, "extra": {"note": "x"}}])
+    assert headers == ["track_id", "biattr_celeba mean_attributes", "best_quality", "extra note"]
+    assert rows == [[1, "Smiling 0.90, Young 0.50, Male 0.20", None, None], [2, None, None, "x"]]
 
 
 # ---- faceptor-hf demo -----------------------------------------------------------------------------------------------
