@@ -125,18 +125,21 @@ def _cell(value):
     """A track summary's value as one table cell: a histogram or mean as its top entries, others as they are."""
     if _is_histogram(value):
         best = sorted(value.items(), key=lambda item: -item[1])[:TOP_ENTRIES]
-        return ", ".join(f"{name} {float(share):.2f}" for name, share in best)
+        return ", ".join(f"{name} {share}" if isinstance(share, int) else f"{name} {share:.2f}" for name, share in best)
     return value
 
 
 def flatten_track(summary: dict, prefix: str = "") -> dict:
-    """One track summary of ``analyze_video`` as table cells: a nested dict's fields become columns named
-    ``<key> <field>`` (the per-task results under ``tasks`` by their task name alone), histograms and means (label ->
-    number) stay one cell; fields that do not fit a cell (vectors: a mean embedding, a box) are left out."""
+    """One track summary of ``analyze_video`` as table cells: the fields of each task's results (under ``tasks``)
+    become columns named ``<task> <field>``, those of another nested record ``<key> <field>``; a histogram or mean
+    (label -> number) is one cell; fields that do not fit a cell (vectors: a mean embedding, a box) are left out."""
     cells = {}
     for key, value in summary.items():
-        if isinstance(value, dict) and value and not _is_histogram(value):
-            cells.update(flatten_track(value, "" if key == "tasks" else f"{prefix}{key} "))
+        if key == "tasks" and not prefix and isinstance(value, dict):
+            for task, fields in value.items():
+                cells.update(flatten_track(fields, f"{task} "))
+        elif isinstance(value, dict) and value and not _is_histogram(value):
+            cells.update(flatten_track(value, f"{prefix}{key} "))
         elif _fits_a_cell(value):
             cells[f"{prefix}{key}"] = _cell(value)
     return cells
