@@ -78,24 +78,27 @@ class PushError(RuntimeError):
 
 def push_folder(save, repo_id: str, readme: str | None = None, commit_message: str | None = None,
                 private: bool | None = None, token=None, revision: str | None = None, create_pr: bool = False,
-                commit_description: str | None = None):
-    """``save(folder)`` writes the files; they are uploaded to ``repo_id`` in one commit. Returns CommitInfo."""
+                commit_description: str | None = None, repo_type: str | None = None, space_sdk: str | None = None):
+    """``save(folder)`` writes the files; they are uploaded to ``repo_id`` (a model repo, or a ``repo_type``
+    "dataset" / "space" repo; a new Space gets ``space_sdk``) in one commit. Returns CommitInfo."""
     from huggingface_hub import HfApi
 
     api = HfApi(token=token)
     stage = "creating the repository"
     try:
-        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+        repo_id = api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True,
+                                  space_sdk=space_sdk).repo_id
         if revision is not None and not create_pr:
             stage = f"creating branch {revision!r}"
-            api.create_branch(repo_id, branch=revision, exist_ok=True)
+            api.create_branch(repo_id, repo_type=repo_type, branch=revision, exist_ok=True)
         with tempfile.TemporaryDirectory() as folder:
             save(folder)
             if readme is not None:
                 with open(os.path.join(folder, "README.md"), "w", encoding="utf-8") as handle:
                     handle.write(readme)
             stage = "uploading"
-            return api.upload_folder(repo_id=repo_id, folder_path=folder, revision=revision, create_pr=create_pr,
+            return api.upload_folder(repo_id=repo_id, repo_type=repo_type, folder_path=folder, revision=revision,
+                                     create_pr=create_pr,
                                      commit_message=commit_message or f"Upload {os.path.basename(repo_id)}",
                                      commit_description=commit_description)
     except Exception as error:  # noqa: BLE001 - network/HTTP errors of many types; all mean the push failed
@@ -154,3 +157,88 @@ def push_to_hub(repo_id: str, model=None, processor=None, *, commit_message: str
     return push_folder(lambda folder: save_release(folder, model, processor, include_pipeline), repo_id,
                        readme=readme, commit_message=commit_message or f"Upload {what}", private=private,
                        token=token, revision=revision, create_pr=create_pr, commit_description=commit_description)
+
+
+# ---- Spaces -------------------------------------------------------------------------------------------------------
+SPACE_APP = '''"""Faceptor face analysis for {model_id}: the Gradio app of faceptor_hf.demo (written by
+faceptor_hf.hub.push_space)."""
+
+from faceptor_hf.demo import build_demo, demo_theme
+from faceptor_hf.loading import ModelSource, load_model
+from faceptor_hf.pipeline_face_analysis import FaceAnalysisPipeline
+
+MODEL_ID = {model_id!r}
+MODEL_REVISION = {revision!r}
+INDEX_REPO = {index_repo!r}  # a face index dataset repo (FaceIndex.push_to_hub) for the Search tab, or None
+
+model, processor = load_model(ModelSource(MODEL_ID, revision=MODEL_REVISION).pinned(), allow_onnx=True)
+pipe = FaceAnalysisPipeline(model=model, image_processor=processor)
+index = None
+if INDEX_REPO is not None:
+    from faceptor_hf.search import FaceIndex
+
+    index = FaceIndex.from_hub(INDEX_REPO, pipe)
+demo = build_demo(pipe, index=index)
+
+if __name__ == "__main__":
+    demo.launch(theme=demo_theme())
+'''
+
+
+def space_requirements(index_repo: str | None = None) -> list[str]:
+    """The Space's ``requirements.txt`` lines: this faceptor-hf version with the demo extra (and search, for an
+    index)."""
+    from . import __version__
+
+    extras = "demo,search" if index_repo else "demo"
+    return [f"faceptor-hf[{extras}]=={__version__}"]
+
+
+def space_card(model_id: str, index_repo: str | None = None, title: str | None = None) -> str:
+    """README.md of a demo Space: a ``huggingface_hub.SpaceCard`` whose metadata says ``sdk: gradio`` (the
+    installed version, where gradio is installed), ``app_file: app.py`` and ``models: [model_id]`` (and
+    ``datasets: [index_repo]``)."""
+    from huggingface_hub import SpaceCard, SpaceCardData
+
+    try:
+        import gradio
+
+        sdk_version = gradio.__version__
+    except ImportError:
+        sdk_version = None
+    data = SpaceCardData(title=title or f"Faceptor: {model_id.split('/')[-1]}", sdk="gradio",
+                         sdk_version=sdk_version, app_file="app.py", models=[model_id],
+                         datasets=[index_repo] if index_repo else None, license=CARD_METADATA["license"],
+                         tags=["face-analysis", "faceptor"], emoji="🙂", colorFrom="blue", colorTo="green",
+                         pinned=False)
+    search = f" and a Search tab over the face index [{index_repo}](https://huggingface.co/datasets/{index_repo})" \
+        if index_repo else ""
+    text = (f"# {data.title}\n\nFace analysis with [{model_id}](https://huggingface.co/{model_id}): Analyze (overlay, "
+            f"per-face table, JSON), Verify (two photos){search}. Every tab is also an API endpoint "
+            "(`gradio_client`). The app is `faceptor_hf.demo.build_demo`, written here by "
+            "`faceptor_hf.hub.push_space`.\n")
+    return str(SpaceCard.from_template(data, template_str="---\n{{ card_data }}\n---\n\n" + text))
+
+
+def push_space(repo_id: str, model_id: str, *, model_revision: str | None = None, index_repo: str | None = None,
+               requirements: list[str] | None = None, title: str | None = None, private: bool | None = None,
+               token=None, commit_message: str | None = None):
+    """Create or update the Gradio Space ``repo_id`` that demos the model ``model_id`` (at ``model_revision``),
+    in ONE commit: ``app.py`` (``build_demo`` of that model, with the Search tab over the face index dataset repo
+    ``index_repo`` when given), ``requirements.txt`` (``requirements``, default ``space_requirements``: this
+    faceptor-hf release from PyPI; pass e.g. a ``git+https://`` line for another build) and the README
+    (``space_card``). Returns the ``CommitInfo``; raises ``PushError`` (nothing committed) on failure."""
+    if not model_id or not isinstance(model_id, str):
+        raise ValueError(f"model_id must name the model repo the Space demos, got {model_id!r}")
+    lines = space_requirements(index_repo) if requirements is None else list(requirements)
+    app = SPACE_APP.format(model_id=model_id, revision=model_revision, index_repo=index_repo)
+
+    def save(folder):
+        with open(os.path.join(folder, "app.py"), "w", encoding="utf-8") as handle:
+            handle.write(app)
+        with open(os.path.join(folder, "requirements.txt"), "w", encoding="utf-8") as handle:
+            handle.write("".join(f"{line}\n" for line in lines))
+
+    return push_folder(save, repo_id, readme=space_card(model_id, index_repo, title),
+                       commit_message=commit_message or f"Demo Space of {model_id}", private=private, token=token,
+                       repo_type="space", space_sdk="gradio")

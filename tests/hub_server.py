@@ -3,8 +3,9 @@
 It answers the requests huggingface_hub makes to create repos and branches, upload (regular + LFS "basic"
 transfer) in single commits, and download files by branch or commit. Failures can be injected (``fail``) to check
 that a broken upload leaves no half-written revision. Model repos are keyed ``owner/name``, dataset repos
-``datasets/owner/name`` (``hub.files("datasets/user/results")``); for datasets it also lists files (``tree``,
-``paths-info``), which ``upload_folder(delete_patterns=...)`` and ``datasets.load_dataset`` ask for.
+``datasets/owner/name`` (``hub.files("datasets/user/results")``) and Space repos ``spaces/owner/name``; for
+datasets and Spaces it also lists files (``tree``, ``paths-info``), which ``upload_folder(delete_patterns=...)``
+and ``datasets.load_dataset`` ask for.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+REPO_KINDS = ("datasets", "spaces")  # repo types whose keys and URLs carry this prefix
+
 
 class FakeHub:
     def __init__(self):
@@ -23,6 +26,7 @@ class FakeHub:
         self.blobs: dict[str, bytes] = {}
         self.fail: dict[str, str] = {}  # "lfs" / "commit" -> "500" | "drop"
         self.unknown: list[str] = []
+        self.space_sdks: dict[str, str | None] = {}  # Space repo -> the sdk it was created with
         self.lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -119,10 +123,11 @@ class FakeHub:
                 url = urllib.parse.urlparse(self.path)
                 path = urllib.parse.unquote(url.path)
                 parts = path.strip("/").split("/")
-                if parts[0] == "datasets" and len(parts) >= 6 and parts[3] == "resolve":
-                    parts = ["datasets/" + parts[1], *parts[2:]]  # the repo key of a dataset
-                if parts[:2] == ["api", "datasets"] and len(parts) >= 4:
-                    repo = "datasets/" + "/".join(parts[2:4])
+                if parts[0] in REPO_KINDS and len(parts) >= 6 and parts[3] == "resolve":
+                    parts = [f"{parts[0]}/{parts[1]}", *parts[2:]]  # the repo key of a dataset or Space
+                if len(parts) >= 4 and parts[0] == "api" and parts[1] in REPO_KINDS:
+                    kind = parts[1]
+                    repo = f"{kind}/" + "/".join(parts[2:4])
                     if len(parts) >= 6 and parts[4] == "tree":
                         recursive = "recursive=true" in url.query.lower() or "recursive=1" in url.query
                         listing = self._listing(repo, parts[5], "/".join(parts[6:]), recursive)
@@ -130,7 +135,7 @@ class FakeHub:
                             return self._send(404, {"error": "Repository not found"},
                                               {"X-Error-Code": "RepoNotFound"})
                         return self._send(200, listing)
-                    parts = ["api", "models", "datasets/" + parts[2], *parts[3:]]  # the info answer is the same
+                    parts = ["api", "models", f"{kind}/" + parts[2], *parts[3:]]  # the info answer is the same
                 if len(parts) >= 5 and parts[2] == "resolve":
                     repo, revision, filename = "/".join(parts[:2]), parts[3], "/".join(parts[4:])
                     oid = hub.resolve(repo, revision)
@@ -177,8 +182,11 @@ class FakeHub:
                     body = json.loads(self._body() or b"{}")
                     repo = f"{body.get('organization') or 'user'}/{body['name']}"
                     url = {"url": f"{hub.endpoint}/{repo}", "name": repo}
-                    if body.get("type") == "dataset":
-                        repo, url["url"] = f"datasets/{repo}", f"{hub.endpoint}/datasets/{repo}"
+                    if body.get("type") in ("dataset", "space"):
+                        kind = f"{body['type']}s"
+                        repo, url["url"] = f"{kind}/{repo}", f"{hub.endpoint}/{kind}/{repo}"
+                        if kind == "spaces":
+                            hub.space_sdks[repo] = body.get("sdk")
                     with hub.lock:
                         if repo in hub.repos:
                             return self._send(409, {"error": "You already created this model repo", **url})
@@ -198,8 +206,8 @@ class FakeHub:
                         objects.append(entry)
                     return self._send(200, {"transfer": "basic", "objects": objects},
                                       content_type="application/vnd.git-lfs+json")
-                if parts[:2] == ["api", "datasets"] and len(parts) >= 6:
-                    parts = ["api", "models", "datasets/" + parts[2], *parts[3:]]  # the repo key of a dataset
+                if len(parts) >= 6 and parts[0] == "api" and parts[1] in REPO_KINDS:
+                    parts = ["api", "models", f"{parts[1]}/" + parts[2], *parts[3:]]  # a dataset's or Space's key
                 if parts[:2] == ["api", "models"] and len(parts) >= 6:
                     repo, action, revision = "/".join(parts[2:4]), parts[4], "/".join(parts[5:])
                     if repo not in hub.repos:
