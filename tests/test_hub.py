@@ -162,6 +162,18 @@ def test_second_push_updates_card_and_keeps_files(published):
     assert after["preprocessor_config.json"] == before["preprocessor_config.json"]
 
 
+# huggingface_hub retries a failed LFS upload 5 times with backoff waits of 1, 2, 4, 8 and 8 s (http_backoff). The
+# client still makes every attempt against the server; its waits are recorded instead of slept, so each case does
+# not spend 23 s asleep.
+RECORD_BACKOFF_WAITS = """
+import atexit, sys, types
+import huggingface_hub.utils._http as hub_http
+waits = []
+hub_http.time = types.SimpleNamespace(sleep=waits.append)
+atexit.register(lambda: print("BACKOFF WAITS", len(waits), file=sys.stderr))
+"""
+
+
 @pytest.mark.parametrize("stage, mode", [("lfs", "500"), ("lfs", "drop"), ("commit", "500"), ("commit", "drop")])
 def test_failed_upload_leaves_no_half_written_revision(published, stage, mode):
     hub, root = published
@@ -169,13 +181,16 @@ def test_failed_upload_leaves_no_half_written_revision(published, stage, mode):
     hub.fail = {stage: mode}
     try:
         # new random weights, so the LFS blob is new and really has to be uploaded
-        result = run(PUSH.format(tests=str(ROOT / "tests"), repo=REPO, revision=None, io=str(root / "io_fail.pt"),
-                                 seed=100 + len(stage + mode), untrained=False), hub, root / "push_home", timeout=600)
+        push = PUSH.format(tests=str(ROOT / "tests"), repo=REPO, revision=None, io=str(root / "io_fail.pt"),
+                           seed=100 + len(stage + mode), untrained=False)
+        result = run(RECORD_BACKOFF_WAITS + push, hub, root / "push_home", timeout=600)
     finally:
         hub.fail = {}
     assert result.returncode != 0
     assert "PushError" in result.stderr and "Nothing was committed" in result.stderr, result.stderr[-2000:]
     assert hub.resolve(REPO, "main") == head and hub.files(REPO) == files
+    if stage == "lfs":  # the upload was retried as against the Hub before the push gave up
+        assert "BACKOFF WAITS 5" in result.stderr, result.stderr[-2000:]
 
 
 def test_convert_command_pushes_a_converted_checkpoint(published, tmp_path):
