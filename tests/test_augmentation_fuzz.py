@@ -58,14 +58,16 @@ def test_posterize_at_magnitude_10_is_a_black_image_as_the_official_pillow_gave(
     assert (kept & 0x0F).max() == 0 and kept.max() > 0  # magnitude 0: 4 bits kept
 
 
-def test_rand_augment_at_the_maximum_magnitude_and_thousands_of_default_draws():
+def test_rand_augment_at_the_maximum_magnitude_and_hundreds_of_default_draws():
     image = as_tensor(face_like(112))
     strongest = aug.Augmentation112(rand_augment_magnitude=10.0, rand_augment_magnitude_std=0.0,
                                     rand_augment_probability=1.0)
     for seed in range(300):
         out = aug.rand_augment(image, strongest, np.random.default_rng(seed))
         assert out.shape == image.shape and torch.isfinite(out).all() and 0 <= out.min() and out.max() <= 1
-    for seed in range(3000):  # the official N(9, 0.5) magnitudes, clipped at 10
+    # The official N(9, 0.5) magnitudes, clipped at 10: 500 draws hold about 10 at magnitude 10, the posterize
+    # regression; every op at both ends of its range is pinned deterministically above.
+    for seed in range(500):
         out = aug.rand_augment(image, aug.ATTRIBUTE_AUGMENTATION, np.random.default_rng(seed))
         assert torch.isfinite(out).all() and 0 <= out.min() and out.max() <= 1
 
