@@ -97,10 +97,40 @@ class PhotoJob:
         return json.dumps([self.options, sorted(self.per_photo)], sort_keys=True, default=repr)
 
 
+class SameSizeDetector:
+    """The pipeline's detector run over the photos of one size at a time. A detector batch pads its photos to a
+    common size, which moves the boxes found near the padded edges' receptive field (by tenths of a pixel); so that
+    a request's answer does not depend on which other requests share its call, photos of different sizes are never
+    padded together. Photos of one size still share a detector batch."""
+
+    def __init__(self, detector):
+        self.detector = detector
+
+    @property
+    def score_threshold(self):
+        return getattr(self.detector, "score_threshold", None)
+
+    @score_threshold.setter
+    def score_threshold(self, value):
+        self.detector.score_threshold = value
+
+    def __call__(self, images: list[torch.Tensor]) -> list[dict]:
+        by_size = collections.defaultdict(list)
+        for index, image in enumerate(images):
+            by_size[tuple(image.shape[-2:])].append(index)
+        found = [None] * len(images)
+        for indices in by_size.values():
+            for index, faces in zip(indices, self.detector([images[index] for index in indices])):
+                found[index] = faces
+        return found
+
+
 class PhotoBatcher:
     """One worker thread that runs ``pipe`` over the photos of queued ``PhotoJob``s: up to ``max_batch`` photos of
     jobs with equal options per call, waiting at most ``max_wait_ms`` after the oldest job arrived for more to
     come. Jobs with other options wait for a call of their own; a job's photos are never split between calls.
+    Faces are detected with ``SameSizeDetector``, so each photo's answer is the one it gets alone (up to float
+    rounding).
 
     ``photos_per_call`` counts the calls by their number of photos (the histogram ``/health`` shows)."""
 
@@ -111,6 +141,7 @@ class PhotoBatcher:
         if max_wait_ms < 0:
             raise ValueError(f"max_wait_ms must not be negative, got {max_wait_ms}")
         self.pipe, self.max_batch, self.max_wait = pipe, max_batch, max_wait_ms / 1000
+        self.detector = SameSizeDetector(pipe.detector)
         self.photos_per_call: collections.Counter = collections.Counter()
         self._queue: queue.Queue = queue.Queue()
         self._worker = threading.Thread(target=self._serve, name="faceptor-batcher", daemon=True)
@@ -188,7 +219,7 @@ class PhotoBatcher:
             options[name] = [value for job in jobs for value in job.per_photo[name]]
         self.photos_per_call[len(photos)] += 1
         try:
-            results = self.pipe(photos, **options, on_error="return")
+            results = self.pipe(photos, **options, detector=self.detector, on_error="return")
         except Exception as error:  # noqa: BLE001 - delivered to the requests (or retried one by one), never lost
             if len(jobs) > 1:
                 for job in jobs:
