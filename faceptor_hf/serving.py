@@ -26,6 +26,7 @@ import asyncio
 import base64
 import binascii
 import collections
+import gc
 import json
 import logging
 import queue
@@ -236,9 +237,11 @@ class PhotoBatcher:
 
 
 # ---- reading requests --------------------------------------------------------------------------------------------
-async def read_request(request: Request, image_fields: tuple[str, ...]) -> tuple[dict, dict]:
+async def read_request(request: Request, image_fields: tuple[str, ...],
+                       max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> tuple[dict, dict]:
     """(image field -> bytes, options) of a multipart or JSON request with exactly ``image_fields`` and an optional
-    ``options`` object. Raises ``RequestError`` naming a missing, unknown or malformed field."""
+    ``options`` object. Raises ``RequestError`` naming a missing, unknown or malformed field, or 413 for a body
+    over ``max_body_bytes`` (one without a Content-Length, which the middleware checks, is measured as read)."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     expected = ", ".join([*image_fields, "options"])
     if content_type == "multipart/form-data":
@@ -246,10 +249,16 @@ async def read_request(request: Request, image_fields: tuple[str, ...]) -> tuple
             form = await request.form()
         except Exception as error:  # noqa: BLE001 - python-multipart's and starlette's parse errors
             raise RequestError(400, f"malformed multipart body: {error}") from error
-        fields = dict(form.multi_items())
+        try:
+            fields = {name: await value.read() if isinstance(value, UploadFile) else value
+                      for name, value in form.multi_items()}
+        finally:
+            await form.close()
+        if sum(len(value) for value in fields.values()) > max_body_bytes:
+            raise RequestError(413, f"request body exceeds the limit of {max_body_bytes:,} bytes")
         options_text = fields.pop("options", None)
-        if isinstance(options_text, UploadFile):
-            options_text = (await options_text.read()).decode("utf-8", "replace")
+        if isinstance(options_text, bytes):
+            options_text = options_text.decode("utf-8", "replace")
         try:
             options = {} if options_text in (None, "") else json.loads(options_text)
         except json.JSONDecodeError as error:
@@ -258,10 +267,13 @@ async def read_request(request: Request, image_fields: tuple[str, ...]) -> tuple
         for name, value in fields.items():
             if name not in image_fields:
                 raise RequestError(422, f"unknown field {name!r}; expected {expected}")
-            images[name] = await value.read() if isinstance(value, UploadFile) else _base64_image(value, name)
+            images[name] = value if isinstance(value, bytes) else _base64_image(value, name)
     elif content_type == "application/json":
+        raw = await request.body()
+        if len(raw) > max_body_bytes:
+            raise RequestError(413, f"request body exceeds the limit of {max_body_bytes:,} bytes")
         try:
-            body = json.loads(await request.body())
+            body = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise RequestError(400, f"body is not valid JSON ({error})") from error
         if not isinstance(body, dict):
@@ -385,6 +397,17 @@ def photo_result(result, name: str):
 
 
 # ---- the application ---------------------------------------------------------------------------------------------
+def freeze_loaded_objects() -> int:
+    """Exclude every object alive now (the model, torch, transformers: a few hundred thousand) from the cyclic
+    garbage collector's full passes (``gc.freeze``); returns how many. A batched call builds large results (a
+    parsing mask in RLE is thousands of small lists), which triggers full collections; without this each of them
+    walks the whole loaded heap, which made a 32-photo call slower than 32 one-photo calls on a CPU. Call it once,
+    after loading the model and before serving (``faceptor-hf serve`` does)."""
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
+
+
 def task_descriptions(config) -> list[dict]:
     """What ``GET /tasks`` lists per task of the model: name, type, readout, input size, outputs, labels."""
     return [{"name": task.name, "type": task.type, "readout": task.readout, "input_size": task.input_size,
@@ -439,7 +462,8 @@ def create_app(pipe: FaceAnalysisPipeline, *, max_batch: int = DEFAULT_MAX_BATCH
     async def limit_body(request: Request, call_next):
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > max_body_bytes):
-            return JSONResponse({"error": f"request body of {length} bytes exceeds the limit of {max_body_bytes:,}"},
+            return JSONResponse({"error": f"request body of {length} bytes exceeds the limit of {max_body_bytes:,} "
+                                          "bytes"},
                                 status_code=413)
         return await call_next(request)
 
@@ -452,18 +476,18 @@ def create_app(pipe: FaceAnalysisPipeline, *, max_batch: int = DEFAULT_MAX_BATCH
     @app.post("/analyze")
     async def analyze(request: Request):
         """One photo -> ``{"faces": [...]}``, each face as the pipeline returns it."""
-        images, options = await read_request(request, ("image",))
+        images, options = await read_request(request, ("image",), max_body_bytes)
         options = pipeline_options(pipe, options)
         per_photo = split_per_photo(options, ["image"])
         pixels = await decoded(images, ["image"])
-        check_given_faces(pipe, pixels, per_photo, ["image"])
+        await run_in_threadpool(check_given_faces, pipe, pixels, per_photo, ["image"])
         [faces] = await batcher.analyze(pixels, options, per_photo)
         return with_flag({"faces": photo_result(faces, "image")})
 
     @app.post("/embed")
     async def embed(request: Request):
         """One photo -> ``{"task": name, "faces": [{box, score, keypoints, quality, embedding}]}``."""
-        images, options = await read_request(request, ("image",))
+        images, options = await read_request(request, ("image",), max_body_bytes)
         task = options.pop("task", None)
         try:
             task = pipe.recognition_task(task)
@@ -472,7 +496,7 @@ def create_app(pipe: FaceAnalysisPipeline, *, max_batch: int = DEFAULT_MAX_BATCH
         options = pipeline_options(pipe, options, fixed={"tasks": [task]})
         per_photo = split_per_photo(options, ["image"])
         pixels = await decoded(images, ["image"])
-        check_given_faces(pipe, pixels, per_photo, ["image"])
+        await run_in_threadpool(check_given_faces, pipe, pixels, per_photo, ["image"])
         [faces] = await batcher.analyze(pixels, options, per_photo)
         faces = [{**{key: value for key, value in face.items() if key != "tasks"},
                   "embedding": face["tasks"][task]["embedding"]} for face in photo_result(faces, "image")]
@@ -482,7 +506,7 @@ def create_app(pipe: FaceAnalysisPipeline, *, max_batch: int = DEFAULT_MAX_BATCH
     async def verify(request: Request):
         """Two photos -> ``{"similarity", "same", "threshold", "faces"}``, as ``pipe.verify`` returns it."""
         names = ["image_a", "image_b"]
-        images, options = await read_request(request, tuple(names))
+        images, options = await read_request(request, tuple(names), max_body_bytes)
         own = {name: options.pop(name) for name in list(VerifyOptions.__annotations__) if name in options}
         try:
             check_options(own, VerifyOptions, "verify")
@@ -494,7 +518,7 @@ def create_app(pipe: FaceAnalysisPipeline, *, max_batch: int = DEFAULT_MAX_BATCH
                                                          "max_faces": 1})
         per_photo = split_per_photo(options, names)
         pixels = await decoded(images, names)
-        check_given_faces(pipe, pixels, per_photo, names)
+        await run_in_threadpool(check_given_faces, pipe, pixels, per_photo, names)
         results = await batcher.analyze(pixels, options, per_photo)
         faces = [photo_result(result, name) for result, name in zip(results, names)]
         try:
@@ -522,4 +546,5 @@ def create_app(pipe: FaceAnalysisPipeline, *, max_batch: int = DEFAULT_MAX_BATCH
     return app
 
 
-__all__ = ["PhotoBatcher", "RequestError", "create_app", "decode_image", "pipeline_options", "read_request"]
+__all__ = ["PhotoBatcher", "RequestError", "SameSizeDetector", "create_app", "decode_image", "freeze_loaded_objects",
+           "pipeline_options", "read_request"]

@@ -224,6 +224,9 @@ def check_refused(case: BadRequest, response) -> None:
 def test_bad_input_gets_a_4xx_naming_the_problem(client, bad_requests, photos):
     for case in bad_requests:
         check_refused(case, client.post(case.path, **case.request))
+    chunks = (part for part in [b'{"image": "', b"A" * MAX_BODY, b'"}'])  # no Content-Length: measured as read
+    check_refused(BadRequest("chunked body too large", "/analyze", {}, 413, "exceeds the limit of 2,000,000"),
+                  client.post("/analyze", content=chunks, headers={"content-type": "application/json"}))
     assert client.get("/nowhere").json() == {"error": "Not Found"}
     assert client.get("/analyze").status_code == 405
     # and the server keeps serving

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         import uvicorn
 
-        from ..serving import create_app
+        from ..serving import create_app, freeze_loaded_objects
     except ImportError as error:
         raise CommandError(f"serve needs the serve extra ({error.name} is missing): pip install "
                            "'faceptor-hf[serve]'") from error
@@ -77,5 +77,6 @@ def run(args: argparse.Namespace) -> int:
                      max_body_bytes=int(args.max_body_mb * 1024 * 1024), model_identity=model_identity(source), ui=ui)
     if getattr(model.config, "untrained", False):
         print("WARNING: the model is untrained (random weights); its results mean nothing", file=sys.stderr)
+    freeze_loaded_objects()
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
