@@ -9,11 +9,11 @@ import json
 import math
 import os
 import re
+import signal
 import subprocess
 import sys
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +35,7 @@ from test_bad_inputs import write_bomb, write_broken_files
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX_PIXELS = 400_000
-MAX_BODY = 2_000_000
+MAX_BODY = 2 * 2**20  # --max-body-mb 2
 SERVER = dict(max_batch=8, max_wait_ms=20, max_image_pixels=MAX_PIXELS, max_body_bytes=MAX_BODY)
 
 
@@ -179,7 +179,7 @@ def bad_requests(tmp_path_factory, photos) -> list[BadRequest]:
         BadRequest("garbage", "/embed", upload(files["garbage"].read_bytes()), 415, "image: not a recognized image"),
         BadRequest("bomb", "/analyze", upload(write_bomb(folder).read_bytes()), 413, "image: .*(too large|exceeds)"),
         BadRequest("too many pixels", "/analyze", upload(wide), 413, "image: 800x600 .* exceeds the limit of 400,000"),
-        BadRequest("body too large", "/analyze", upload(bytes(MAX_BODY + 1)), 413, "exceeds the limit of 2,000,000"),
+        BadRequest("body too large", "/analyze", upload(bytes(MAX_BODY + 1)), 413, "exceeds the limit of 2,097,152"),
         BadRequest("unknown option", "/analyze", posted({"max_facez": 1}), 422,
                    "'max_facez' .*did you mean 'max_faces'"),
         BadRequest("wrong type", "/analyze", posted({"max_faces": "1"}), 422, "max_faces.*expected int, got str"),
@@ -225,7 +225,7 @@ def test_bad_input_gets_a_4xx_naming_the_problem(client, bad_requests, photos):
     for case in bad_requests:
         check_refused(case, client.post(case.path, **case.request))
     chunks = (part for part in [b'{"image": "', b"A" * MAX_BODY, b'"}'])  # no Content-Length: measured as read
-    check_refused(BadRequest("chunked body too large", "/analyze", {}, 413, "exceeds the limit of 2,000,000"),
+    check_refused(BadRequest("chunked body too large", "/analyze", {}, 413, "exceeds the limit of 2,097,152"),
                   client.post("/analyze", content=chunks, headers={"content-type": "application/json"}))
     assert client.get("/nowhere").json() == {"error": "Not Found"}
     assert client.get("/analyze").status_code == 405
@@ -275,36 +275,52 @@ def good_requests(pipe, photos) -> list[tuple[str, str, dict, dict]]:
     ]
 
 
-@pytest.mark.slow
-def test_concurrent_good_and_bad_requests_on_a_real_server(pipe, photos, bad_requests):
-    """8 clients x 20 requests, good and bad interleaved, against uvicorn on 127.0.0.1: every good request gets the
-    pipeline's answer, every bad one its 4xx, nothing a 5xx, and the photos of concurrent requests shared calls."""
-    import uvicorn
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the worker's; two test processes share the CI machine's two cores
+@contextmanager
+def serve_command(*arguments: str):
+    """``faceptor-hf serve ARGUMENTS --port 0`` in a subprocess, as users start it; yields (process, its URL); stops
+    it with Ctrl-C (SIGINT) if the test has not."""
+    command = [sys.executable, "-m", "faceptor_hf", "serve", *arguments, "--port", "0"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")  # two test processes share 2 CI cores
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
     try:
-        load_test(pipe, photos, bad_requests, uvicorn)
+        started = None
+        for line in process.stderr:
+            started = re.search(r"Uvicorn running on (http://127\.0\.0\.1:\d+)", line)
+            if started:
+                break
+        assert started, f"the server did not start (exit {process.poll()})"
+        # stderr is not read from now on: after starting, uvicorn logs there only on shutdown and for 5xx (access
+        # lines go to stdout)
+        yield process, started.group(1)
     finally:
-        torch.set_num_threads(threads)
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        process.stderr.close()
 
 
-def load_test(pipe, photos, bad_requests, uvicorn):
-
+@pytest.mark.slow
+def test_the_serve_command_under_concurrent_good_and_bad_requests(pipe, photos, bad_requests, tmp_path):
+    """``faceptor-hf serve`` on a saved model, 8 clients x 20 requests, good and bad interleaved, on 127.0.0.1: every
+    good request gets the pipeline's answer, every bad one its 4xx, nothing a 5xx, the photos of concurrent
+    requests shared calls, and Ctrl-C stops the server cleanly."""
+    pipe.model.save_pretrained(tmp_path / "model")
+    pipe.image_processor.save_pretrained(tmp_path / "model")
     good = good_requests(pipe, photos)
-    server = uvicorn.Server(uvicorn.Config(create_app(pipe, **SERVER), host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 60
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.05)
-        base_url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    settings = ["--max-batch", "8", "--max-wait-ms", "20", "--max-image-pixels", str(MAX_PIXELS), "--max-body-mb",
+                str(MAX_BODY / 2**20)]
+    with serve_command("--model", str(tmp_path / "model"), *settings) as (process, url):
+        health = httpx.get(f"{url}/health", timeout=60).json()
+        assert health["model"]["model"] == os.path.realpath(tmp_path / "model") and health["untrained"] is True
+        assert len(health["model"]["fingerprint"]) == 16 and health["batching"]["max_batch"] == 8
 
         def client_run(number: int) -> list:
             answers = []
-            with httpx.Client(base_url=base_url, timeout=120) as http:
+            with httpx.Client(base_url=url, timeout=120) as http:
                 for step in range(20):
                     if step % 2 == 0:
                         name, path, request, expected = good[(number + step // 2) % len(good)]
@@ -316,10 +332,9 @@ def load_test(pipe, photos, bad_requests, uvicorn):
 
         with ThreadPoolExecutor(8) as clients:
             answers = [answer for run in clients.map(client_run, range(8)) for answer in run]
-        health = httpx.get(f"{base_url}/health").json()
-    finally:
-        server.should_exit = True
-        thread.join(30)
+        health = httpx.get(f"{url}/health", timeout=60).json()
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 0
     assert len(answers) == 8 * 20
     assert not [response.status_code for _, _, response in answers if response.status_code >= 500]
     for what, expected, response in answers:
@@ -327,7 +342,7 @@ def load_test(pipe, photos, bad_requests, uvicorn):
             check_refused(what, response)
         else:
             assert response.status_code == 200, f"{what}: {response.text[:300]}"
-            assert_same_result(response.json(), expected, what)
+            assert_same_result(response.json(), expected, what)  # another process: equal up to float noise
     shared = {int(size): count for size, count in health["batching"]["photos_per_call"].items()}
     assert max(shared) > 1, f"no pipeline call shared photos: {shared}"
     assert max(shared) <= 8  # --max-batch
