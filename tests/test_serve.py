@@ -27,7 +27,8 @@ from fastapi.testclient import TestClient
 from faceptor_hf import FaceAnalysisPipeline, FaceptorImageProcessor, FaceptorModel
 from faceptor_hf.commands import build_parser
 from faceptor_hf.hub import save_release
-from faceptor_hf.serving import create_app
+from faceptor_hf.image_loading import load_image
+from faceptor_hf.serving import PhotoBatcher, create_app
 from faceptor_hf.task_decoding import decode_mask
 
 from conftest import IMAGES, tiny_config
@@ -129,6 +130,26 @@ def test_embed_and_verify(client, pipe, photos):
     same = client.post("/verify", json={"image_a": b64(a), "image_b": b64(a), "options": options}).json()
     assert same["similarity"] > 0.999 and same["same"] is True and same["threshold"] == 0.99
     assert same == as_json(pipe.verify(a, a, **options))  # photos of one size: one detector batch either way
+
+
+def test_only_requests_with_equal_options_share_a_call_of_at_most_max_batch_photos(pipe, photos):
+    """Jobs queued together: equal options share calls of up to max_batch photos (a job's photos stay together),
+    other options get their own call, and each job gets its own photos' results."""
+    pixels = load_image(photos["astronaut.png"])
+    age, align = {"tasks": ["age_tiny"]}, {"tasks": ["align_tiny"]}
+    batcher = PhotoBatcher(pipe, max_batch=3, max_wait_ms=500)  # the window outlasts the submissions
+    try:
+        jobs = [batcher.submit([pixels], age), batcher.submit([pixels], align), batcher.submit([pixels, pixels], age),
+                batcher.submit([pixels], age), batcher.submit([pixels], align)]
+        results = [job.result(timeout=120) for job in jobs]
+    finally:
+        batcher.close()
+    # age: a 1-photo job + the 2-photo job fill a call of 3, the last age job has the next; align: the 2 together
+    assert batcher.photos_per_call == {3: 1, 2: 1, 1: 1}
+    assert [len(result) for result in results] == [1, 1, 2, 1, 1]
+    for result, options in zip(results, [age, align, age, age, align]):
+        for faces in result:
+            assert len(faces) == 1 and list(faces[0]["tasks"]) == options["tasks"]
 
 
 def test_tasks_and_health(client, pipe):
