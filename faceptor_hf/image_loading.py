@@ -27,6 +27,14 @@ class ImageLoadError(ValueError):
     """An input image could not be used; the message names the image and the problem."""
 
 
+class ImageTooLargeError(ImageLoadError):
+    """The image has more pixels than ``max_pixels`` allows (refused before decoding where the header tells)."""
+
+
+class UnrecognizedImageError(ImageLoadError):
+    """The data is not an image format PIL can read (e.g. a text file)."""
+
+
 def image_name(image, index: int) -> str:
     """How messages name an input: its path or URL, else its position in the call."""
     if isinstance(image, str) and image.startswith("data:"):
@@ -71,14 +79,14 @@ def _open(image, name: str, max_pixels: int) -> PIL.Image.Image:
         try:
             opened = PIL.Image.open(source)
         except (PIL.Image.DecompressionBombError, PIL.Image.DecompressionBombWarning) as error:
-            raise ImageLoadError(f"{name}: image too large to decode safely ({error})") from error
+            raise ImageTooLargeError(f"{name}: image too large to decode safely ({error})") from error
         except PIL.UnidentifiedImageError as error:
-            raise ImageLoadError(f"{name}: not a recognized image file") from error
+            raise UnrecognizedImageError(f"{name}: not a recognized image file") from error
         except OSError as error:
             raise ImageLoadError(f"{name}: cannot be read ({error})") from error
         width, height = opened.size
         if width * height > max_pixels:
-            raise ImageLoadError(
+            raise ImageTooLargeError(
                 f"{name}: {width}x{height} = {width * height:,} pixels exceeds the limit of {max_pixels:,} "
                 "(decompression-bomb protection; raise max_pixels to allow it)")
         try:
@@ -151,7 +159,8 @@ def load_image(image, index: int = 0, max_pixels: int = DEFAULT_MAX_PIXELS) -> t
         array = pil_to_array(_open(image, name, max_pixels))
     elif isinstance(image, PIL.Image.Image):
         if image.size[0] * image.size[1] > max_pixels:
-            raise ImageLoadError(f"{name}: {image.size[0]}x{image.size[1]} pixels exceeds the limit of {max_pixels:,}")
+            raise ImageTooLargeError(
+                f"{name}: {image.size[0]}x{image.size[1]} pixels exceeds the limit of {max_pixels:,}")
         array = pil_to_array(image)
     elif isinstance(image, torch.Tensor) and image.ndim == 3 and image.shape[0] == 3 and image.dtype == torch.float32:
         # (3, H, W) float pixels, torch's layout and what this function returns (so even a 1x1 image round-trips):
@@ -159,7 +168,7 @@ def load_image(image, index: int = 0, max_pixels: int = DEFAULT_MAX_PIXELS) -> t
         if not torch.isfinite(image).all() or image.min() < 0 or image.max() > 1:
             raise ImageLoadError(f"{name}: float pixels must be finite and lie in [0, 1]")
         if image.shape[1] * image.shape[2] > max_pixels:
-            raise ImageLoadError(
+            raise ImageTooLargeError(
                 f"{name}: {image.shape[2]}x{image.shape[1]} pixels exceeds the limit of {max_pixels:,}")
         return image.contiguous()
     elif isinstance(image, (np.ndarray, torch.Tensor)):
@@ -168,5 +177,6 @@ def load_image(image, index: int = 0, max_pixels: int = DEFAULT_MAX_PIXELS) -> t
         raise ImageLoadError(f"{name}: unsupported input type {type(image).__name__}; give a path, URL, PIL "
                              "image, numpy array or torch tensor")
     if array.shape[0] * array.shape[1] > max_pixels:
-        raise ImageLoadError(f"{name}: {array.shape[1]}x{array.shape[0]} pixels exceeds the limit of {max_pixels:,}")
+        raise ImageTooLargeError(
+            f"{name}: {array.shape[1]}x{array.shape[0]} pixels exceeds the limit of {max_pixels:,}")
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()

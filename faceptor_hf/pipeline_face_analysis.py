@@ -511,14 +511,20 @@ class FaceAnalysisPipeline(ChunkPipeline):
         check_min_quality(min_quality)
         task = self.recognition_task(task)
         faces = self([image_a, image_b], **{**options, "tasks": [task], "flip_recognition": flip, "max_faces": 1})
+        sources = [image_name(image, index) for index, image in enumerate((image_a, image_b))]
+        return self.compare_faces(faces, sources, task=task, threshold=threshold, min_quality=min_quality)
+
+    def compare_faces(self, faces: list, sources: list[str], *, task: str, threshold: float = VERIFICATION_THRESHOLD,
+                      min_quality=None) -> dict:
+        """``verify``'s verdict on two analyzed photos: ``faces`` is what ``self([a, b], tasks=[task], max_faces=1,
+        ...)`` returned (the first face of each is used), ``sources`` name the photos in errors. Raises
+        ``FaceAnalysisError`` for a photo without a face or below ``min_quality``."""
         for index, found in enumerate(faces):
             if not found:
-                source = image_name((image_a, image_b)[index], index)
-                raise FaceAnalysisError(f"{source}: no face found to verify", index, source)
+                raise FaceAnalysisError(f"{sources[index]}: no face found to verify", index, sources[index])
             if not passes_quality(found[0].get("quality"), min_quality):
-                source = image_name((image_a, image_b)[index], index)
-                raise FaceAnalysisError(f"{source}: face quality {found[0]['quality']} is below min_quality="
-                                        f"{min_quality!r}", index, source)
+                raise FaceAnalysisError(f"{sources[index]}: face quality {found[0]['quality']} is below "
+                                        f"min_quality={min_quality!r}", index, sources[index])
         embeddings = [torch.tensor(found[0]["tasks"][task]["embedding"]) for found in faces]
         similarity = float(embedding_similarity(embeddings[0], embeddings[1]))
         result = {"similarity": round(similarity, 6), "same": similarity >= threshold, "threshold": threshold,

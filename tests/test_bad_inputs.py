@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from faceptor_hf import FaceptorImageProcessor
-from faceptor_hf.image_loading import ImageLoadError, load_image
+from faceptor_hf.image_loading import ImageLoadError, ImageTooLargeError, UnrecognizedImageError, load_image
 from faceptor_hf.image_processing_faceptor import FaceInputError
 
 IMAGES = Path(__file__).parent.parent / "examples" / "images"
@@ -18,6 +18,24 @@ KEYPOINTS = np.array([[204.7, 101.0], [247.3, 103.4], [223.6, 129.4], [202.6, 13
 def save(image: PIL.Image.Image, path: Path, **kwargs) -> Path:
     image.save(path, **kwargs)
     return path
+
+
+def write_broken_files(folder: Path) -> dict[str, Path]:
+    """The bad-file corpus (also sent to the REST server by tests/test_serve.py): a truncated JPEG, an empty file,
+    a text file named .png and JPEG magic followed by garbage."""
+    data = (IMAGES / "grace_hopper.jpg").read_bytes()
+    files = {"truncated": folder / "cut.jpg", "empty": folder / "zero.jpg", "not an image": folder / "notes.png",
+             "garbage": folder / "garbage.jpg"}
+    files["truncated"].write_bytes(data[: len(data) // 3])
+    files["empty"].write_bytes(b"")
+    files["not an image"].write_text("hello")
+    files["garbage"].write_bytes(b"\xff\xd8\xff" + bytes(range(256)) * 4)
+    return files
+
+
+def write_bomb(folder: Path) -> Path:
+    """A 20000x20000 PNG of under 1 MB: 400 million pixels, refused before decoding."""
+    return save(PIL.Image.new("1", (20_000, 20_000)), folder / "bomb.png", optimize=True)
 
 
 @pytest.fixture(scope="module")
@@ -60,16 +78,12 @@ def test_exif_orientation_is_applied(tmp_path, astronaut):
 
 
 def test_corrupt_truncated_empty_and_foreign_files(tmp_path):
-    data = (IMAGES / "grace_hopper.jpg").read_bytes()
-    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 3])
-    (tmp_path / "zero.jpg").write_bytes(b"")
-    (tmp_path / "notes.png").write_text("hello")
-    (tmp_path / "garbage.jpg").write_bytes(b"\xff\xd8\xff" + bytes(range(256)) * 4)
+    write_broken_files(tmp_path)
     with pytest.raises(ImageLoadError, match=r"cut\.jpg: corrupt or truncated"):
         load_image(tmp_path / "cut.jpg")
     with pytest.raises(ImageLoadError, match=r"zero\.jpg: empty file"):
         load_image(tmp_path / "zero.jpg")
-    with pytest.raises(ImageLoadError, match=r"notes\.png: not a recognized image"):
+    with pytest.raises(UnrecognizedImageError, match=r"notes\.png: not a recognized image"):
         load_image(tmp_path / "notes.png")
     with pytest.raises(ImageLoadError, match=r"garbage\.jpg"):
         load_image(tmp_path / "garbage.jpg")
@@ -78,10 +92,9 @@ def test_corrupt_truncated_empty_and_foreign_files(tmp_path):
 
 
 def test_decompression_bomb_is_refused_without_decoding(tmp_path):
-    bomb = PIL.Image.new("1", (20_000, 20_000))
-    path = save(bomb, tmp_path / "bomb.png", optimize=True)
+    path = write_bomb(tmp_path)
     assert path.stat().st_size < 1_000_000
-    with pytest.raises(ImageLoadError, match=r"bomb\.png: .*(too large|exceeds)"):
+    with pytest.raises(ImageTooLargeError, match=r"bomb\.png: .*(too large|exceeds)"):
         load_image(path)
     big = PIL.Image.new("L", (9000, 8000))
     with pytest.raises(ImageLoadError, match="exceeds the limit"):

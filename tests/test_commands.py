@@ -64,7 +64,7 @@ def test_parser_version_and_subcommands(capsys):
     assert exit_info.value.code == 0 and capsys.readouterr().out.strip() == f"faceptor-hf {__version__}"
     subparsers = next(action for action in build_parser()._actions if action.dest == "command")
     assert tuple(subparsers.choices) == SUBCOMMANDS == ("analyze", "convert", "export", "train", "prepare-data",
-                                                        "evaluate", "index", "demo")
+                                                        "evaluate", "index", "demo", "serve")
     with pytest.raises(SystemExit):
         main(["analyze", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())

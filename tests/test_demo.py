@@ -14,21 +14,19 @@ import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import gradio
 import numpy as np
 import PIL.Image
 import pytest
 import torch
+from gradio_client import Client, handle_file
 
 from faceptor_hf import FaceAnalysisPipeline, FaceptorImageProcessor, FaceptorModel
 from faceptor_hf.commands import main
+from faceptor_hf.demo import build_demo, demo_theme, track_rows
 from faceptor_hf.visualization import UNTRAINED_BANNER
 
 from conftest import IMAGES, SIX_TASKS, tiny_config
-
-gradio = pytest.importorskip("gradio")
-from gradio_client import Client, handle_file  # noqa: E402 - after the importorskip of gradio
-
-from faceptor_hf.demo import build_demo, demo_theme, track_rows  # noqa: E402
 
 ROOT = Path(__file__).parent.parent
 ASTRONAUT, HOPPER = str(IMAGES / "astronaut.png"), str(IMAGES / "grace_hopper.jpg")
@@ -186,7 +184,6 @@ def write_clip(path: Path, frames: int = 4) -> str:
 def test_video_endpoint_passes_the_clip_and_tabulates_tracks(pipe, gradio_env, tmp_path, monkeypatch):
     """The Video tab's plumbing with a stand-in ``analyze_video`` (the contract of faceptor_hf.video): the clip,
     output folder, ``every`` and render path reach it; its rendered clip and per-track summaries come back."""
-    pytest.importorskip("av")
     import faceptor_hf.demo as demo_module
 
     calls = []
@@ -222,11 +219,10 @@ def test_video_endpoint_passes_the_clip_and_tabulates_tracks(pipe, gradio_env, t
 
 @pytest.mark.slow  # a Gradio server
 def test_video_endpoint_runs_the_real_analyze_video(served, tmp_path):
-    """MERGE CHECK: runs once faceptor_hf.video and tests/video_clips.py (the video helper's) are merged; until then
-    it is skipped. The real ``analyze_video`` on the test clip (6 frames, every 2nd analyzed): the rendered clip has
+    """The real ``analyze_video`` on the test clip (6 frames, every 2nd analyzed): the rendered clip has
     every frame, the tracks table has a row per track with the tasks' summaries."""
-    pytest.importorskip("faceptor_hf.video")
     import av
+
     from video_clips import make_clip
 
     clip = tmp_path / "clip.mp4"

@@ -9,16 +9,13 @@ import urllib.parse
 
 import pytest
 import torch
+from playwright import sync_api
 
 from faceptor_hf import FaceAnalysisPipeline, FaceptorImageProcessor, FaceptorModel
+from faceptor_hf.demo import build_demo, demo_theme, face_rows
 from faceptor_hf.visualization import UNTRAINED_BANNER
 
 from conftest import IMAGES, SIX_TASKS, tiny_config
-
-pytest.importorskip("gradio")
-sync_api = pytest.importorskip("playwright.sync_api")
-
-from faceptor_hf.demo import build_demo, demo_theme, face_rows  # noqa: E402 - after the importorskip of gradio
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's package (.ci/run installs it); playwright's bundled browser is not used
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

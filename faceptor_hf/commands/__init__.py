@@ -18,7 +18,7 @@ from .. import __version__
 from .errors import CommandError, is_user_error, report_user_error
 from .formatting import HelpFormatter
 
-SUBCOMMANDS = ("analyze", "convert", "export", "train", "prepare-data", "evaluate", "index", "demo")
+SUBCOMMANDS = ("analyze", "convert", "export", "train", "prepare-data", "evaluate", "index", "demo", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:
