@@ -549,7 +549,10 @@ def create_app(pipe: FaceAnalysisPipeline, *, max_batch: int = DEFAULT_MAX_BATCH
     if ui is not None:
         import gradio
 
-        app = gradio.mount_gradio_app(app, ui, path="/ui")
+        from .demo import demo_theme
+
+        # Gradio 6 takes the theme at mount time; the demo's theme uses system fonts, so /ui loads offline too.
+        app = gradio.mount_gradio_app(app, ui, path="/ui", theme=demo_theme())
     return app
 
 

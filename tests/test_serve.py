@@ -370,15 +370,17 @@ def test_the_serve_command_under_concurrent_good_and_bad_requests(pipe, photos, 
 
 
 # ---- the UI mount, the Dockerfile, the release's Inference Endpoints handler -----------------------------------
-def test_a_gradio_ui_mounts_at_ui(pipe):
-    import gradio as gr
+def test_the_demo_mounts_at_ui(pipe):
+    """``faceptor-hf serve --ui``: the Gradio demo of this pipeline at /ui, beside the REST endpoints."""
+    from faceptor_hf.demo import TITLE, build_demo
 
-    with gr.Blocks(title="mounted-here") as ui:
-        gr.Markdown("faceptor")
-    app = create_app(pipe, ui=ui)
+    app = create_app(pipe, ui=build_demo(pipe))
     with TestClient(app) as client:
         page = client.get("/ui/")
-        assert page.status_code == 200 and "mounted-here" in page.text
+        assert page.status_code == 200 and TITLE in page.text
+        config = client.get("/ui/config").json()
+        assert {"/analyze", "/verify"} <= {f"/{dependency['api_name']}" for dependency in config["dependencies"]
+                                           if dependency.get("api_name")}
         assert client.get("/health").json()["status"] == "ok"
 
 
