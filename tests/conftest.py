@@ -1,5 +1,6 @@
 """Shared helpers: tiny configurations that keep every test on CPU and fast."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -50,7 +51,6 @@ def variant_config(request):
 
 def accelerate_launch(*arguments: str, processes: int = 2) -> tuple[list[str], dict]:
     """The command and environment of ``accelerate launch`` with ``processes`` CPU processes on a free port."""
-    import os
     import socket
     import sys
 
@@ -101,6 +101,14 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: a test that takes seconds (subprocesses, servers, compilation)")
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        # `-n N` (what CI runs): N workers share the cores. torch's default of one OpenMP thread per core in every
+        # worker oversubscribes them, and spinning OpenMP threads then slowed training tests ten-fold; each worker,
+        # and the processes it starts, get their share of the cores instead.
+        threads = str(max(1, (os.cpu_count() or 1) // workers))
+        os.environ["OMP_NUM_THREADS"] = threads
+        torch.set_num_threads(int(threads))
 
 
 def pytest_collection_modifyitems(config, items):
