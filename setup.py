@@ -30,7 +30,8 @@ setup(
     # model_card.md (a link to the top-level card) is the template of the README that push_to_hub writes.
     package_data={"faceptor_hf": ["model_card.md"]},
     # Lower bounds are versions this code was run with: CI (torch 2.13 CPU, transformers 5.24, hub 2.4,
-    # safetensors 0.8, pillow 13, accelerate 1.15, datasets 5.2) and the GPU image (torch 2.11, hub 1.33).
+    # safetensors 0.8, pillow 12.3 as gradio caps it below 13 (13.0 passed before the demo extra), accelerate 1.15,
+    # datasets 5.2) and the GPU image (torch 2.11, hub 1.33).
     install_requires=[
         "torch>=2.11,<2.15",
         "transformers>=5.24,<6",
