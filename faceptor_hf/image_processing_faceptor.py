@@ -72,10 +72,10 @@ class FaceptorImageProcessorKwargs(TypedDict, total=False):
 RETURN_TENSORS = ("pt", "np")
 
 
-def check_options(options: dict, valid: type, where: str):
+def check_options(options: dict, valid: type, where: str, allowed: list[str] | None = None):
     """Raise ``TypeError`` naming unknown keyword options (with the closest valid name) and the valid ones, then
-    type-check the known ones."""
-    names = list(valid.__annotations__)
+    type-check the known ones. ``allowed``: the names of ``valid`` accepted here (default: all)."""
+    names = list(valid.__annotations__) if allowed is None else list(allowed)
     unknown = [key for key in options if key not in names]
     if unknown:
         hints = []

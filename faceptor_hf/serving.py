@@ -47,7 +47,7 @@ from starlette.exceptions import HTTPException
 from .face_quality import check_min_quality
 from .image_loading import ImageLoadError, ImageTooLargeError, UnrecognizedImageError, load_image
 from .image_processing_faceptor import FaceInputError, check_options
-from .pipeline_face_analysis import VERIFICATION_THRESHOLD, FaceAnalysisError, FaceAnalysisPipeline
+from .pipeline_face_analysis import VERIFICATION_THRESHOLD, FaceAnalysisError, FaceAnalysisOptions, FaceAnalysisPipeline
 
 logger = logging.getLogger(__name__)
 
@@ -357,8 +357,13 @@ def pipeline_options(pipe: FaceAnalysisPipeline, options: dict, fixed: dict | No
     if tasks is not None and not (isinstance(tasks, str) or (
             isinstance(tasks, list) and all(isinstance(name, str) for name in tasks))):
         raise RequestError(422, f"options: tasks must be a task name or a list of them, got {tasks!r}")
+    accepted = [name for name in FaceAnalysisOptions.__annotations__
+                if name not in SERVER_OPTIONS and name not in fixed]
     options = {"mask_format": "rle", **options, **fixed}
     try:
+        # unknown names are listed against what a client may send here, not every pipeline option
+        check_options({key: value for key, value in options.items() if key not in fixed}, FaceAnalysisOptions,
+                      "face-analysis pipeline", allowed=accepted)
         pipe._sanitize_parameters(**options)
     except (TypeError, ValueError, KeyError, StrictDataclassError) as error:
         raise _option_error(error) from error

@@ -202,7 +202,8 @@ def bad_requests(tmp_path_factory, photos) -> list[BadRequest]:
         BadRequest("too many pixels", "/analyze", upload(wide), 413, "image: 800x600 .* exceeds the limit of 400,000"),
         BadRequest("body too large", "/analyze", upload(bytes(MAX_BODY + 1)), 413, "exceeds the limit of 2,097,152"),
         BadRequest("unknown option", "/analyze", posted({"max_facez": 1}), 422,
-                   "'max_facez' .*did you mean 'max_faces'"),
+                   "'max_facez' .*did you mean 'max_faces'.*valid options: tasks, min_face_size, max_faces, "
+                   "face_keypoints, face_boxes, score_threshold, mask_format, flip_recognition$"),
         BadRequest("wrong type", "/analyze", posted({"max_faces": "1"}), 422, "max_faces.*expected int, got str"),
         BadRequest("unknown task", "/analyze", posted({"tasks": ["age_morph2"]}), 422, "unknown task 'age_morph2'"),
         BadRequest("server option", "/analyze", posted({"batch_size": 4}), 422, "'batch_size' is set by --max-batch"),
