@@ -48,9 +48,9 @@ def run(args: argparse.Namespace) -> int:
         trainer.accelerator.wait_for_everyone()  # every process passed its checks
         if trainer.accelerator.is_main_process:
             print(json.dumps(plan, indent=1))
-        trainer.accelerator.state.destroy_process_group()
+        trainer.close()
         return 0
     output = trainer.train(resume_from=args.resume_from_checkpoint)
     trainer.accelerator.print(f"trained model written to {output}")
-    trainer.accelerator.state.destroy_process_group()
+    trainer.close()
     return 0

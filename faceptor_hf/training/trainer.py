@@ -16,6 +16,7 @@ is seeded by its stream position, so a resumed run sees exactly the batches an u
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import re
@@ -483,6 +484,20 @@ class FaceptorTrainer:
         bar.close()
         self.finish()
         return run.output_dir
+
+    def close(self) -> None:
+        """Release the prepared model and optimizer, then destroy the process group (the end of a process's last
+        run; after it this trainer cannot train).
+
+        The order matters: DDP's reducer holds the process group, and a reducer freed while holding the group's
+        last reference destroys the gloo group with the GIL held, while a gloo thread may still need the GIL to
+        free the tensors of the last barrier — a deadlock seen as node 1 of a two-machine run hanging after its
+        checkpoints. Freed first, the reducer only drops a reference; ``destroy_process_group`` then tears the
+        group down through torch's binding, which releases the GIL."""
+        self.module = self.optimizer = None
+        self.accelerator.free_memory()
+        gc.collect()
+        self.accelerator.state.destroy_process_group()
 
     def weights_checksum(self) -> float:
         """Sum of |w| over the model's weights, in float64: equal on every process when DDP kept them in step."""
