@@ -21,8 +21,10 @@ shift
 
 GPUS_PER_NODE=${SLURM_GPUS_ON_NODE:-8}
 NUM_PROCESSES=$((SLURM_NNODES * GPUS_PER_NODE))
-# The first host of the allocation runs the main process; the others connect to it.
-MAIN_PROCESS_IP=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+# The first host of the allocation runs the main process; the others connect to it. (Not `| head -n 1`: under
+# pipefail, scontrol killed by SIGPIPE once head has its line would fail the job.)
+HOSTS=$(scontrol show hostnames "$SLURM_JOB_NODELIST")
+MAIN_PROCESS_IP=${HOSTS%%$'\n'*}
 MAIN_PROCESS_PORT=${MAIN_PROCESS_PORT:-29500}
 
 # One task per node; SLURM_NODEID (0 .. nodes-1) is read inside each task, hence the single quotes.
